@@ -1,0 +1,5 @@
+import sys
+
+from fer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""``python -m fer``: train and evaluate ensembles headless (same code as the app's worker)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fer.errors import FerError
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fer.data import load_dataset
+    from fer.runs import Run
+    from fer.training import TrainConfig, create_run, dataset_fields, run_training
+
+    run_dir = Path(args.run_dir)
+    if (run_dir / "config.json").exists():
+        if not args.resume:
+            raise FerError(f"{run_dir}: already holds a run; pass --resume to continue it "
+                           f"or choose a new --run-dir")
+        ds = None
+    else:
+        ds = load_dataset(args.data)
+        cfg = TrainConfig(data=args.data, model=args.model, members=args.members, epochs=args.epochs,
+                          base_seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+                          val_fraction=args.val_fraction, precision=args.precision,
+                          augment=args.augment, schedule=args.schedule,
+                          label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
+                          **dataset_fields(ds))
+        create_run(cfg, run_dir)
+    status = run_training(run_dir, progress=not args.no_progress, dataset=ds)
+    if status.get("state") == "failed":
+        print(f"training failed: {status.get('error')}", file=sys.stderr)
+        return 1
+    print(f"{Run(run_dir).id}: {status.get('state')}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fer.evaluation import evaluate_run
+
+    report = evaluate_run(Path(args.run_dir), args.split, data=args.data, recompute=args.recompute)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"run {report['run']}  split {report['split']}  faces {report['n']}")
+        for m, acc in zip(report["member_ids"], report["members"]):
+            print(f"  member {m:2d}: {acc:.4f}")
+        print(f"  majority vote: {report['majority']:.4f}\n  soft vote:     {report['soft']:.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code (2 for a user error, with its message)."""
+    p = argparse.ArgumentParser(prog="python -m fer", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a seeded ensemble into a run directory")
+    t.add_argument("--data", default="synthetic", help="path to fer2013.csv[.gz|.zip] or 'synthetic'")
+    t.add_argument("--members", type=int, default=3)
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--seed", type=int, default=0, help="base seed; member k uses seed+k")
+    t.add_argument("--run-dir", required=True)
+    t.add_argument("--model", default="seed_cnn")
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    t.add_argument("--augment", default="flip", choices=["none", "flip", "standard"])
+    t.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    t.add_argument("--no-progress", action="store_true", help="no tqdm bar (worker mode)")
+    t.set_defaults(func=_train)
+    e = sub.add_parser("evaluate", help="member and ensemble accuracy of a run on a split")
+    e.add_argument("--run-dir", required=True)
+    e.add_argument("--data", default=None, help="dataset to recompute predictions from the weights")
+    e.add_argument("--split", default="private_test",
+                   choices=["train", "validation", "public_test", "private_test"])
+    e.add_argument("--recompute", action="store_true", help="recompute predictions from weights (needs --data)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_evaluate)
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except FerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
