@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from fer.errors import FerError
 
@@ -17,6 +16,10 @@ def _train(args: argparse.Namespace) -> int:
     from fer.runs import Run
     from fer.training import TrainConfig, create_run, dataset_fields, run_training
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     run_dir = Path(args.run_dir)
     if (run_dir / "config.json").exists():
         if not args.resume:
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--augment", default="flip", choices=["none", "flip", "standard"])
     t.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
     t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     t.add_argument("--no-progress", action="store_true", help="no tqdm bar (worker mode)")
     t.set_defaults(func=_train)

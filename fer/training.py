@@ -12,6 +12,8 @@ where it stopped, and the same seed gives the same numbers on the same machine.
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import math
 import os
 import time
@@ -30,7 +32,7 @@ from fer.ensemble import member_seed, member_split
 from fer.errors import ConfigError, FerError, RunDirError
 from fer.labels import NUM_CLASSES
 from fer.models import create_model, model_spec
-from fer.runs import Run, append_jsonl, atomic_write_bytes, atomic_write_json, read_json
+from fer.runs import Run, append_jsonl, atomic_write_bytes, atomic_write_json
 from fer.weights import load_model, load_tensors, save_model, save_tensors
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -177,7 +179,7 @@ def predict_proba(model: nn.Module, images_u8: np.ndarray | torch.Tensor, batch_
     return (torch.cat(out) if out else torch.zeros(0, NUM_CLASSES)).numpy()
 
 
-def _evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, ls: float) -> tuple[float, float]:
+def _evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     probs = torch.from_numpy(predict_proba(model, x_u8))
     if len(y) == 0:
         return float("nan"), float("nan")
@@ -272,7 +274,7 @@ def train_member(cfg: TrainConfig, ds: FaceDataset, member: int, state: MemberSt
                     save_state(model, optimizer, state)
                 return
         state.seconds += time.perf_counter() - t0
-        val_loss, val_acc = _evaluate(model, x_va, y_va, cfg.label_smoothing)
+        val_loss, val_acc = _evaluate(model, x_va, y_va)
         rec = dict(member=member, seed=seed, epoch=e + 1,
                    train_loss=state.loss_sum / max(1, state.seen), train_acc=state.correct / max(1, state.seen),
                    val_loss=val_loss, val_acc=val_acc, lr=lr_at(cfg, e, n_batches - 1, n_batches),
@@ -371,8 +373,6 @@ def store_member_predictions(run: Run, ds: FaceDataset, member: int, model: nn.M
         else:
             members, all_probs = [member], probs[None]
         order = np.argsort(members)
-        import io
-
         buf = io.BytesIO()
         np.savez(buf, probs=all_probs[order].astype(np.float32), members=np.asarray(members)[order].astype(np.int64),
                  labels=ds.labels[rows].astype(np.int64), indices=rows.astype(np.int64))
@@ -393,8 +393,6 @@ def _prune_metrics(run: Run, cfg: TrainConfig) -> None:
                 done_epochs = 0
         if rec["epoch"] <= done_epochs:
             keep.append(rec)
-    import json
-
     atomic_write_bytes(run.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in keep).encode())
 
 

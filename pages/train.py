@@ -1,0 +1,154 @@
+"""Train page: start an ensemble in a background worker and watch its members learn, live.
+
+The worker (``python -m fer train``) owns the run directory; this page only reads it, so a page
+switch or a browser reload reattaches to a running training and never starts a second one.
+"""
+
+import streamlit as st
+
+from fer.labels import SPLIT_TITLES
+from fer.models import list_models
+from fer.runs import new_run_dir, start_worker
+from fer.training import AUGMENTS, PRECISIONS, SCHEDULES, TrainConfig, create_run, dataset_fields
+from pages import ui
+
+st.title("Train an ensemble")
+st.markdown(
+    "An **ensemble** is several copies of one small CNN — its **members** — trained separately. "
+    "They differ only by their **seed**, which decides which training faces a member holds out "
+    "for **validation**, its starting weights and the order in which it sees the faces. "
+    "Once trained, the members **vote** on test faces none of them has seen.")
+
+# ---------------------------------------------------------------- a new run
+with st.container(border=True):
+    st.subheader("Start a new run")
+    c1, c2, c3, c4 = st.columns(4)
+    model = c1.selectbox("Model", list_models(), key="train_model",
+                         help="The network architecture; its layers are listed below.")
+    members = c1.number_input("Members", 1, 25, 3, key="train_members",
+                              help="How many networks to train; each gets seed = base seed + k.")
+    epochs = c2.number_input("Epochs per member", 1, 200, 5, key="train_epochs",
+                             help="Passes over the member's training faces.")
+    batch_size = c2.number_input("Batch size", 8, 1024, 128, step=32, key="train_batch",
+                                 help="Faces per gradient step.")
+    lr = c3.number_input("Learning rate", 1e-5, 1.0, 1e-3, step=1e-4, format="%.4f", key="train_lr",
+                         help="Step size of the Adam optimiser.")
+    val_fraction = c3.number_input("Validation fraction", 0.05, 0.5, 0.1, step=0.05, key="train_val",
+                                   help="Share of the training faces each member holds out to pick "
+                                        "its best epoch.")
+    seed = c4.number_input("Base seed", 0, 1_000_000, 0, key="train_seed",
+                           help="Same seed, same data, same machine → the same numbers.")
+    augment = c4.selectbox("Augmentation", AUGMENTS, index=AUGMENTS.index("flip"), key="train_augment",
+                           help="flip: random left-right mirror; standard: flip + small shifts, "
+                                "rotations and zooms; none: the faces as they are.")
+    with st.expander("More settings"):
+        m1, m2, m3 = st.columns(3)
+        precision = m1.selectbox("Precision", PRECISIONS, key="train_precision",
+                                 help="auto: bfloat16 on CPU (faster), mixed precision on a GPU; "
+                                      "fp32: plain 32-bit floats.")
+        schedule = m2.selectbox("Learning-rate schedule", SCHEDULES, key="train_schedule",
+                                help="constant, or cosine decay to 0 over all epochs.")
+        smoothing = m3.number_input("Label smoothing", 0.0, 0.5, 0.0, step=0.05, key="train_smoothing",
+                                    help="Share of each target spread evenly over the other classes.")
+    upload = st.file_uploader(
+        f"Data: the sidebar dataset (`{ui.data_source()}`), or upload your own FER2013 CSV "
+        "for this run", type=["csv", "gz", "zip"], key="train_upload",
+        help="Kaggle's fer2013.csv layout (emotion,pixels,Usage), plain, .gz or .zip, up to 400 MB. "
+             "For the full file, typing its path in the sidebar is faster than uploading it.")
+    summary = ui.model_summary(model)
+    with st.expander(f"Layers of {model}: {summary['params'].sum():,} trainable parameters"):
+        st.dataframe(summary, hide_index=True, width="stretch")
+        st.caption("Output C×H×W: channels × height × width after the layer. Receptive field: "
+                   "how many input pixels (per side) one output value of the layer can see.")
+    if st.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
+        source = ui.save_upload(upload) if upload else ui.data_source()
+        ds = ui.load(source)
+        cfg = TrainConfig(data=source, model=model, members=int(members), epochs=int(epochs),
+                          base_seed=int(seed), batch_size=int(batch_size), lr=float(lr),
+                          val_fraction=float(val_fraction), precision=precision, augment=augment,
+                          schedule=schedule, label_smoothing=float(smoothing), **dataset_fields(ds))
+        new = create_run(cfg, new_run_dir(name=model))
+        start_worker(new.path)
+        ui.select_run(new.id)
+        if upload:
+            ui.select_data(source)
+        st.rerun()
+
+# ---------------------------------------------------------------- the current run
+run = ui.current_run()
+if run is None:
+    st.info("No run yet: start one above. Past runs appear in the sidebar's run picker.")
+    st.stop()
+
+cfg = run.config()
+state = run.status()["state"]
+st.subheader(f"Run {run.id}" + (" (shipped with the app)" if run.shipped else ""))
+st.markdown(ui.config_line(cfg))
+st.caption("Open another run with the sidebar's run picker.")
+if not run.shipped and state == "running":
+    if st.button("Stop", key="stop", icon=":material/stop:",
+                 help="The worker finishes its current batch, saves, and stops. Resume later."):
+        run.request_stop()
+        st.toast("Stop requested: the worker finishes its current batch and saves.")
+elif not run.shipped and state in ("new", "stopped", "interrupted", "failed"):
+    if st.button("Resume" if state != "new" else "Start worker", key="resume", type="primary",
+                 icon=":material/play_arrow:", help="Continue training where it stopped."):
+        start_worker(run.path)
+        st.rerun()
+
+
+@st.fragment(run_every=ui.POLL_S if state == "running" else None)
+def live_view(run, drawn_state: str) -> None:
+    """Everything read from the run directory; refreshed every POLL_S seconds while it trains."""
+    with ui.guard():
+        status, metrics, finished = run.status(), run.metrics(), run.finished_members()
+        if status["state"] != drawn_state:
+            st.rerun()  # the state changed: redraw the buttons above and stop or start polling
+        kind, sentence = ui.describe_status(status, cfg, len(metrics))
+        getattr(st, kind)(sentence)
+        overall, in_epoch = ui.progress(status, cfg, len(metrics))
+        st.progress(overall, text=f"All members: {len(metrics)} of {cfg['members'] * cfg['epochs']} "
+                                  f"epochs finished")
+        if status["state"] == "running":
+            st.progress(in_epoch, text="Current epoch: batches done")
+
+        curves = ui.curves(metrics)
+        left, right = st.columns(2)
+        left.altair_chart(ui.curve_chart(curves, "loss", cfg["epochs"]), width="stretch")
+        right.altair_chart(ui.curve_chart(curves, "accuracy", cfg["epochs"]), width="stretch")
+        st.caption("Solid lines: the member's training faces; dashed: its own held-out validation "
+                   "faces. When validation stops improving while training keeps improving, the "
+                   "member is overfitting; each member keeps the weights of its best validation epoch.")
+
+        st.markdown("**Members**")
+        st.dataframe(ui.member_table(metrics, cfg, finished, status), hide_index=True,
+                     column_config={"best val acc": st.column_config.NumberColumn(format="percent"),
+                                    "seconds": st.column_config.NumberColumn(format="%.1f")})
+
+        st.markdown("**Ensemble accuracy on the test faces**")
+        reports = {s: r for s in ui.TEST_SPLITS if (r := ui.evaluation(run, s)) is not None}
+        if not reports:
+            st.caption("Appears when the first member has finished (test faces are predicted "
+                       "after a member's last epoch).")
+            return
+        cols = st.columns(len(reports) * 2)
+        for i, (split, rep) in enumerate(reports.items()):
+            title = SPLIT_TITLES[split]
+            best = max(rep["members"])
+            cols[2 * i].metric(f"Majority vote · {title}", f"{rep['majority']:.1%}",
+                               f"{rep['majority'] - best:+.1%} vs best member")
+            cols[2 * i + 1].metric(f"Soft vote · {title}", f"{rep['soft']:.1%}",
+                                   f"{rep['soft'] - best:+.1%} vs best member")
+        st.dataframe(ui.accuracy_table(reports), hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="percent")
+                                    for c in (SPLIT_TITLES[s] for s in reports)})
+        n_voters = len(next(iter(reports.values()))["member_ids"])
+        n_faces = " and ".join(f"{rep['n']:,}" for rep in reports.values())
+        st.caption(f"{n_voters} of {cfg['members']} member(s) vote. Majority vote: each member "
+                   "names one expression, the most named wins. Soft vote: the members' "
+                   "probabilities are averaged and the highest wins. PublicTest and PrivateTest "
+                   f"faces ({n_faces}) were never used "
+                   "for training or for picking epochs.")
+
+
+live_view(run, state)

@@ -1,0 +1,327 @@
+"""What the pages share that is Streamlit-specific: the sidebar picks, cached loaders, the error
+guard, table and Altair chart builders. Numbers come from ``fer``; this module only shapes them
+for drawing.
+
+Picks live in ``st.session_state`` (and in the URL's query string, so a browser reload comes back
+to the same dataset and run): ``current_dataset()`` and ``current_run()`` read them; a page that
+wants to change them (the Train page after Start) calls ``select_run`` / ``select_data``, applied
+by the entrypoint before it draws the pickers on the next rerun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from fer.data import SYNTHETIC, FaceDataset, load_dataset
+from fer.errors import FerError
+from fer.evaluation import evaluate_run
+from fer.labels import SPLIT_TITLES
+from fer.models import create_model, summarize
+from fer.runs import Run, atomic_write_bytes, list_runs, user_runs_root
+
+DATA_KEY = "data_source"      # session-state key of the sidebar's dataset field
+RUN_KEY = "run_id"            # session-state key of the sidebar's run picker
+_PENDING = "_pending_picks"   # picks requested by a page, applied before the pickers are drawn
+POLL_S = 1.5                  # seconds between live refreshes while a worker trains
+TEST_SPLITS = ("public_test", "private_test")
+SYNTHETIC_NOTE = "Synthetic faces (embedded default) — not real FER2013 data"
+
+
+# ---------------------------------------------------------------- the error guard
+@contextlib.contextmanager
+def guard():
+    """Show a :class:`fer.errors.FerError` as ``st.error`` and stop the script run.
+
+    Anything else propagates: it is a bug and Streamlit shows it as one.
+    """
+    try:
+        yield
+    except FerError as e:
+        st.error(str(e), icon=":material/error:")
+        st.stop()
+
+
+# ---------------------------------------------------------------- picks
+def default_source() -> str:
+    """``$FER_DATA`` when set, else ``synthetic``."""
+    return os.environ.get("FER_DATA", "").strip() or SYNTHETIC
+
+
+def normalise_source(source: str) -> str:
+    """``synthetic[:SEED]`` as is; a path unquoted, ``~`` expanded and made absolute (the worker
+    runs in the repository folder, the app maybe elsewhere)."""
+    text = str(source).strip().strip("'\"").strip()
+    if not text or text == SYNTHETIC or text.startswith(SYNTHETIC + ":"):
+        return text or SYNTHETIC
+    return str(Path(text).expanduser().resolve())
+
+
+def init_picks() -> None:
+    """First run of a session: picks from the URL, else defaults. Then apply a page's requests."""
+    ss, qp = st.session_state, st.query_params
+    if DATA_KEY not in ss:
+        ss[DATA_KEY] = qp.get("data") or default_source()
+    if RUN_KEY not in ss:
+        ss[RUN_KEY] = qp.get("run") or default_run_id(list_runs())
+    for key, value in ss.pop(_PENDING, {}).items():
+        ss[key] = value
+
+
+def remember_picks() -> None:
+    """Mirror the picks into the URL so that a reload reattaches to the same run."""
+    data, run_id = st.session_state.get(DATA_KEY), st.session_state.get(RUN_KEY)
+    if data and data != default_source():
+        st.query_params["data"] = data
+    elif "data" in st.query_params:
+        del st.query_params["data"]
+    if run_id:
+        st.query_params["run"] = run_id
+
+
+def select_run(run_id: str) -> None:
+    """Make ``run_id`` the current run from the next rerun on (call ``st.rerun()`` after)."""
+    st.session_state.setdefault(_PENDING, {})[RUN_KEY] = run_id
+
+
+def select_data(source: str) -> None:
+    """Make ``source`` the sidebar dataset from the next rerun on (call ``st.rerun()`` after)."""
+    st.session_state.setdefault(_PENDING, {})[DATA_KEY] = source
+
+
+def data_source() -> str:
+    """The sidebar's dataset source, normalised (see :func:`normalise_source`)."""
+    return normalise_source(st.session_state.get(DATA_KEY) or default_source())
+
+
+def current_dataset() -> FaceDataset:
+    """The dataset picked in the sidebar (cached). Raises FerError when it cannot be loaded."""
+    return load(data_source())
+
+
+def current_run() -> Run | None:
+    """The run picked in the sidebar, or None when there is none."""
+    return find_run(st.session_state.get(RUN_KEY))
+
+
+def find_run(run_id: str | None) -> Run | None:
+    """The run named ``run_id`` (user runs shadow shipped ones), or None."""
+    return next((r for r in list_runs() if r.id == run_id), None) if run_id else None
+
+
+def default_run_id(runs: list[Run]) -> str | None:
+    """A run that is training now, else the newest user run, else the first shipped run."""
+    for run in runs:
+        if not run.shipped and _state(run) == "running":
+            return run.id
+    return runs[0].id if runs else None
+
+
+def _state(run: Run) -> str:
+    try:
+        return run.status().get("state", "new")
+    except FerError:
+        return "unreadable"
+
+
+def run_label(run: Run) -> str:
+    """``<id> · yours|shipped · <state> · k/M members`` for the run picker."""
+    owner = "shipped" if run.shipped else "yours"
+    try:
+        members = run.config().get("members", "?")
+        done = len(run.finished_members())
+    except FerError:
+        return f"{run.id} · {owner} · unreadable"
+    return f"{run.id} · {owner} · {_state(run)} · {done}/{members} members"
+
+
+# ---------------------------------------------------------------- cached loaders
+def _signature(source: str) -> tuple[int, int] | None:
+    """(mtime ns, size) of a dataset file, so the cache notices a replaced file; None if absent."""
+    try:
+        st_ = os.stat(source)
+    except OSError:
+        return None  # synthetic, or a missing file: load_dataset raises the real error
+    return st_.st_mtime_ns, st_.st_size
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the dataset…")
+def _load(source: str, signature: tuple[int, int] | None) -> FaceDataset:
+    return load_dataset(source)
+
+
+def load(source: str) -> FaceDataset:
+    """The dataset at ``source`` (a path or ``synthetic``), cached until the file changes.
+
+    Shared by every session: never mutate it. Raises FerError (DataFormatError) for a bad source.
+    """
+    src = normalise_source(source)
+    return _load(src, _signature(src))
+
+
+def split_sizes(ds: FaceDataset) -> dict[str, int]:
+    """Number of labelled faces per split title, e.g. ``{"Training": 4000, ...}``."""
+    return {SPLIT_TITLES[s]: int(c.sum()) for s, c in ds.counts().items()}
+
+
+def save_upload(uploaded) -> str:
+    """Store an ``st.file_uploader`` file as ``<runs root>/_uploads/<sha256>.csv``; its path.
+
+    The name is the content hash, so uploading the same file twice stores it once. The reader
+    tells plain, gzip and zip content apart by its first bytes, not by the suffix.
+    """
+    data = uploaded.getvalue()
+    path = user_runs_root() / "_uploads" / f"{hashlib.sha256(data).hexdigest()}.csv"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return str(path.resolve())
+
+
+@st.cache_data(show_spinner=False)
+def model_summary(name: str) -> pd.DataFrame:
+    """One row per layer of model ``name``: layer, type, output C×H×W, params, receptive field."""
+    rows = summarize(create_model(name))
+    return pd.DataFrame({
+        "layer": [r["name"] for r in rows],
+        "type": [r["type"] for r in rows],
+        "output C×H×W": ["×".join(map(str, r["output_shape"])) for r in rows],
+        "params": [r["params"] for r in rows],
+        "receptive field (px)": [r["receptive_field"] for r in rows],
+    })
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _evaluate(run_path: str, split: str, mtime_ns: int) -> dict:
+    return evaluate_run(Path(run_path), split)
+
+
+def evaluation(run: Run, split: str) -> dict | None:
+    """``fer.evaluation.evaluate_run`` for a test split, cached until its predictions change;
+    None when no member has predictions on that split yet (or the dataset has no such faces)."""
+    path = run.predictions_file(split)
+    if path is None:
+        return None
+    return _evaluate(str(run.path), split, path.stat().st_mtime_ns)
+
+
+# ---------------------------------------------------------------- run tables
+def config_line(cfg: dict) -> str:
+    """One readable line of what a run trains: model, members, epochs, data and settings."""
+    data = "synthetic faces" if cfg.get("dataset_synthetic") else cfg.get("dataset_id") or cfg["data"]
+    return (f"**{cfg['model']}** · {cfg['members']} member(s) × {cfg['epochs']} epoch(s) · "
+            f"data: {data} · batch {cfg['batch_size']} · lr {cfg['lr']:g} · "
+            f"validation {cfg['val_fraction']:.0%} · base seed {cfg['base_seed']} · "
+            f"augment {cfg['augment']} · precision {cfg['precision']}")
+
+
+def describe_status(status: dict, cfg: dict, epochs_logged: int) -> tuple[str, str]:
+    """(kind, sentence) for a run's status; kind is info / success / warning / error."""
+    state, phase = status.get("state", "new"), status.get("phase")
+    members, epochs = cfg["members"], cfg["epochs"]
+    member = int(status.get("member") or 0) + 1
+    if state == "running":
+        age = time.time() - float(status.get("heartbeat") or time.time())
+        beat = f" (last update {age:.0f} s ago)"
+        if phase in ("starting", "loading data", None):
+            return "info", f"Starting: the training process is loading the data…{beat}"
+        if phase == "predicting":
+            return "info", (f"Member {member} of {members} finished training; computing its "
+                            f"predictions on the test faces…{beat}")
+        epoch = int(status.get("epoch") or 0) + 1
+        return "info", (f"Training member {member} of {members} · epoch {epoch} of {epochs} · "
+                        f"batch {status.get('batch', 0)} of {status.get('n_batches', '?')}{beat}")
+    if state == "done":
+        return "success", f"Done: all {members} member(s) trained for {epochs} epoch(s)."
+    if state == "stopped":
+        return "warning", (f"Stopped (on request) after {epochs_logged} of {members * epochs} "
+                           f"epochs. Resume continues exactly where it stopped.")
+    if state == "interrupted":
+        return "warning", ("Interrupted: the training process is gone (it crashed, was killed, or "
+                           "the machine restarted) — its last sign of life was "
+                           f"{time.time() - float(status.get('heartbeat') or 0):.0f} s ago. "
+                           "Resume continues from the last saved state.")
+    if state == "failed":
+        return "error", f"Failed: {status.get('error') or 'unknown error (see worker.log)'}"
+    return "info", "Not started yet: no training process has worked on this run."
+
+
+def progress(status: dict, cfg: dict, epochs_logged: int) -> tuple[float, float]:
+    """(share of all epochs finished, share of the current epoch's batches done), both 0..1."""
+    total = max(1, cfg["members"] * cfg["epochs"])
+    batch = status.get("batch") or 0
+    n_batches = status.get("n_batches") or 0
+    in_epoch = batch / n_batches if n_batches and status.get("phase") == "training" else 0.0
+    return min(1.0, epochs_logged / total), min(1.0, in_epoch)
+
+
+def member_table(metrics: list[dict], cfg: dict, finished: list[int], status: dict) -> pd.DataFrame:
+    """One row per member: member, seed, state, best val acc, best epoch, epochs done, seconds."""
+    df = pd.DataFrame(metrics, columns=["member", "seed", "epoch", "val_acc", "seconds"])
+    rows = []
+    for m in range(cfg["members"]):
+        recs = df[df["member"] == m]
+        if m in finished:
+            state = "done"
+        elif status.get("state") == "running" and int(status.get("member") or 0) == m:
+            state = "training"
+        else:
+            state = "waiting" if recs.empty else "paused"
+        best = recs.loc[recs["val_acc"].idxmax()] if not recs.empty else None
+        rows.append({
+            "member": m, "seed": cfg["base_seed"] + m, "state": state,
+            "best val acc": None if best is None else float(best["val_acc"]),
+            "best epoch": None if best is None else int(best["epoch"]),
+            "epochs done": f"{len(recs)}/{cfg['epochs']}",
+            "seconds": float(recs["seconds"].sum()),
+        })
+    return pd.DataFrame(rows)
+
+
+def accuracy_table(reports: dict[str, dict]) -> pd.DataFrame:
+    """Rows majority vote, soft vote, member k…; one column per split title (accuracy 0..1)."""
+    table: dict[str, dict[str, float]] = {}
+    for split, rep in reports.items():
+        col = SPLIT_TITLES[split]
+        table.setdefault("majority vote", {})[col] = rep["majority"]
+        table.setdefault("soft vote", {})[col] = rep["soft"]
+        for m, acc in zip(rep["member_ids"], rep["members"]):
+            table.setdefault(f"member {m}", {})[col] = acc
+    return pd.DataFrame.from_dict(table, orient="index").rename_axis("who votes").reset_index()
+
+
+# ---------------------------------------------------------------- charts
+def curves(metrics: list[dict]) -> pd.DataFrame:
+    """Long table for the learning curves: member, epoch, curve (train/validation), loss, accuracy."""
+    df = pd.DataFrame(metrics, columns=["member", "epoch", "train_loss", "train_acc", "val_loss", "val_acc"])
+    parts = [df[["member", "epoch", f"{p}_loss", f"{p}_acc"]]
+             .set_axis(["member", "epoch", "loss", "accuracy"], axis=1).assign(curve=name)
+             for p, name in (("train", "train"), ("val", "validation"))]
+    return pd.concat(parts, ignore_index=True)
+
+
+def curve_chart(df: pd.DataFrame, measure: str, epochs: int) -> alt.Chart:
+    """Line per (member, curve) of ``measure`` (loss or accuracy) against epoch 1..``epochs``."""
+    acc = measure == "accuracy"
+    title = "Accuracy (higher is better)" if acc else "Loss: cross-entropy (lower is better)"
+    y = alt.Y(f"{measure}:Q", title=measure,
+              scale=alt.Scale(domain=[0, 1]) if acc else alt.Scale(zero=False),
+              axis=alt.Axis(format="%") if acc else alt.Axis())
+    return alt.Chart(df, title=title).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain=[1, max(2, epochs)]),
+                axis=alt.Axis(tickMinStep=1, format="d")),
+        y=y,
+        color=alt.Color("member:N", title="member"),
+        strokeDash=alt.StrokeDash("curve:N", title="faces", sort=["train", "validation"],
+                                  scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [5, 3]])),
+        tooltip=[alt.Tooltip("member:N"), alt.Tooltip("curve:N", title="faces"),
+                 alt.Tooltip("epoch:Q"),
+                 alt.Tooltip(f"{measure}:Q", format=".1%" if acc else ".3f")],
+    ).properties(height=280)
+

@@ -1,0 +1,90 @@
+"""FER Ensemble Lab — the frame: page config, sidebar pickers (dataset, run), navigation, home.
+
+Run with ``streamlit run streamlit_app.py``. Pages live in ``pages/`` and only draw; everything
+they show is computed by the ``fer`` package. Add a page by adding a row to ``PAGES``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from fer.errors import FerError
+from fer.runs import list_runs
+from pages import ui
+
+# file, title, icon, what a student finds there (the home page lists these; tests walk them)
+PAGES: list[tuple[str, str, str, str]] = [
+    ("pages/train.py", "Train", ":material/model_training:",
+     "Train an ensemble of small CNNs and watch the learning curves of every member live; "
+     "then see how much the majority and soft votes gain over a single member."),
+]
+
+
+def home() -> None:
+    """What the app is, what is active, where to go."""
+    st.title("FER Ensemble Lab")
+    st.markdown(
+        "This lab trains small **convolutional neural networks** to recognise seven facial "
+        "expressions (angry, disgust, fear, happy, sad, surprise, neutral) in 48×48 grayscale "
+        "faces, the format of the FER2013 dataset. Instead of one network it trains an "
+        "**ensemble**: several *members* that differ only in their random seed, which then "
+        "**vote**. You can watch them learn and compare the vote with each single member.")
+    data_col, run_col = st.columns(2)
+    with data_col.container(border=True):
+        st.markdown("**Active dataset** (change it in the sidebar)")
+        try:
+            ds = ui.current_dataset()
+        except FerError as e:
+            st.error(str(e), icon=":material/error:")
+        else:
+            st.markdown(f"`{ds.id}` — " + ", ".join(f"{n:,} {s}" for s, n in ui.split_sizes(ds).items())
+                        + " faces")
+            if ds.is_synthetic:
+                st.caption(ui.SYNTHETIC_NOTE)
+    with run_col.container(border=True):
+        st.markdown("**Active run** (pick another in the sidebar)")
+        run = ui.current_run()
+        st.markdown(f"`{ui.run_label(run)}`" if run else "No run yet: start one on the Train page.")
+    st.subheader("Pages")
+    for file, title, icon, blurb in PAGES:
+        st.page_link(file, label=title, icon=icon)
+        st.caption(blurb)
+
+
+def sidebar() -> None:
+    """Dataset and run pickers; what is active, and whether the data are synthetic."""
+    ui.init_picks()
+    with st.sidebar:
+        st.text_input("Dataset", key=ui.DATA_KEY,
+                      help="Path to Kaggle's fer2013.csv (also .csv.gz or .zip), or the word "
+                           "'synthetic' for the built-in drawn faces.")
+        try:
+            ds = ui.current_dataset()
+        except FerError as e:
+            st.error(str(e), icon=":material/error:")
+        else:
+            sizes = ui.split_sizes(ds)
+            st.caption(f"Active: **{ds.id}** · " + " · ".join(f"{s} {n:,}" for s, n in sizes.items()))
+            if ds.is_synthetic:
+                st.info(ui.SYNTHETIC_NOTE, icon=":material/info:")
+        runs = list_runs()
+        ids = [r.id for r in runs]
+        if st.session_state.get(ui.RUN_KEY) not in ids:
+            st.session_state[ui.RUN_KEY] = ui.default_run_id(runs)
+        if runs:
+            labels = {r.id: ui.run_label(r) for r in runs}
+            st.selectbox("Run", ids, key=ui.RUN_KEY, format_func=labels.get,
+                         help="Runs you trained (newest first), then runs shipped with the app. "
+                              "Label: run id · owner · state · members finished.")
+        else:
+            st.caption("No runs yet: start one on the Train page.")
+    ui.remember_picks()
+
+
+st.set_page_config(page_title="FER Ensemble Lab", layout="wide")
+navigation = st.navigation(
+    [st.Page(home, title="Home", icon=":material/home:", default=True)]
+    + [st.Page(file, title=title, icon=icon) for file, title, icon, _ in PAGES])
+sidebar()
+with ui.guard():
+    navigation.run()
