@@ -32,7 +32,12 @@ CLASS_FRACTIONS = _FER_COUNTS / _FER_COUNTS.sum()
 _SPLIT_ORDER = ("train", "public_test", "private_test")
 _CHUNK = 128  # faces rendered per batch: big enough to amortise numpy overhead, small for cache
 
-# Expression deltas from a neutral face (face units: the head is ~1.5 wide, ~2 tall, y down).
+# Expression deltas from a neutral face, in face units (the head is ~1.5 wide, ~2 tall, y down)
+# or fractions: lift = brows up, inner = inner brow ends up (negative: down), squeeze = brows
+# drawn together, eye = eye opening change, cheek = cheeks raised (squint from below), curve =
+# mouth corners up, open = jaw drop, width = mouth width change, round = O shape, teeth shown,
+# ulip = upper lip raised, asym = one corner shifted, wrinkle = nose wrinkle, naso = nasolabial
+# folds, glabella = frown lines, forehead = forehead lines, press = lips pressed, gaze = look down.
 _P = ("lift", "inner", "squeeze", "eye", "cheek", "curve", "open", "width", "round", "teeth",
       "ulip", "asym", "wrinkle", "naso", "glabella", "forehead", "press", "gaze")
 _I = {k: i for i, k in enumerate(_P)}
@@ -86,7 +91,7 @@ _UP = np.clip(1 - np.abs(np.linspace(0, _LOWRES - 1, SIZE)[:, None] - np.arange(
 
 
 def stratified_counts(n: int, fractions: np.ndarray = CLASS_FRACTIONS) -> np.ndarray:
-    """Per-class counts (int64, sums to ``n``) by largest-remainder rounding of ``n * fractions``."""
+    """Per-class counts, int64 (7,) summing to ``n``: n * fractions, largest-remainder rounded."""
     raw = n * np.asarray(fractions, dtype=np.float64)
     counts = np.floor(raw).astype(np.int64)
     short = n - int(counts.sum())
@@ -133,7 +138,10 @@ def render_face(expression: int, rng: np.random.Generator, intensity: float | No
                 ) -> np.ndarray:
     """One face of class ``expression`` (0..6): float32 (48, 48) in 0..1.
 
-    ``intensity`` in 0..1 scales the expression away from neutral (None: random 0.3..1).
+    ``intensity`` in 0..1 scales the expression away from neutral (None: random 0.3..1, and
+    some features randomly weakened). The number of draws from ``rng`` does not depend on
+    ``expression``: two generators in the same state give the same person, pose and lighting,
+    so ``render_face(c, np.random.default_rng(k))`` for c in 0..6 shows one face's 7 expressions.
     """
     if not 0 <= int(expression) <= 6:
         raise ValueError(f"expression must be in 0..6, got {expression}")
@@ -187,8 +195,10 @@ def _render(labels: np.ndarray, rng: np.random.Generator, intensity: np.ndarray 
     b = len(labels)
     e = _expression(labels, rng, intensity)
     E = {k: _col(e[:, i]) for k, i in _I.items()}
-    U = lambda lo, hi: _col(rng.uniform(lo, hi, b))  # noqa: E731 — one draw per face
-    N = lambda s: _col(rng.normal(0, s, b))  # noqa: E731
+    # Every draw below has the same size whatever the labels, so one rng state gives the same
+    # person, pose and lighting for any expression (render_face relies on this).
+    U = lambda lo, hi: _col(rng.uniform(lo, hi, b))
+    N = lambda s: _col(rng.normal(0, s, b))
 
     # Pose: image point = t + s * R * diag(ax, ay) * face point; invert it on the pixel grid.
     s = U(0.88, 1.12)
@@ -257,12 +267,12 @@ def _render(labels: np.ndarray, rng: np.random.Generator, intensity: np.ndarray 
         darken(A(d), 0.25 * np.clip(fh, 0, 1))
 
     # Brows: thick capsule from inner to outer end, arched; inner end moves with expression.
-    raise_ = E["lift"]
+    lift = E["lift"]
     inner = E["inner"] + N(0.02)  # resting tilt: some faces look sad or cross at rest
     xi = 0.09 - E["squeeze"] + N(0.01)
-    yi = by0 - raise_ - inner
+    yi = by0 - lift - inner
     xo = U(0.42, 0.5)
-    yo = by0 - raise_ + 0.25 * inner + N(0.015)
+    yo = by0 - lift + 0.25 * inner + N(0.015)
     arch = U(0.02, 0.07) * (1 - np.clip(-E["inner"] / 0.1, 0, 1) * 0.6)
     bx, byv = xo - xi, yo - yi
     tt = np.clip(((ax - xi) * bx + (y - yi) * byv) / (bx * bx + byv * byv), 0, 1)
@@ -274,7 +284,7 @@ def _render(labels: np.ndarray, rng: np.random.Generator, intensity: np.ndarray 
     darken(A(d_brow), brow_dark)
 
     # Frown lines between the brows (angry, disgust).
-    d = np.maximum(np.abs(ax - 0.035) - 0.011, np.abs(y - (by0 - raise_ + 0.07)) - 0.055)
+    d = np.maximum(np.abs(ax - 0.035) - 0.011, np.abs(y - (by0 - lift + 0.07)) - 0.055)
     darken(A(d), 0.35 * np.clip(E["glabella"], 0, 1))
 
     # Eyes: almond between two lid curves; sockets shaded; wide eyes show sclera around the iris.
@@ -320,7 +330,7 @@ def _render(labels: np.ndarray, rng: np.random.Generator, intensity: np.ndarray 
         d = np.maximum(np.abs(y - (-0.02 + 0.05 * k) - 0.4 * ax * ax) - 0.012, ax - 0.11)
         darken(A(d), 0.4 * wr)
 
-    # Mouth: lip line f(x); an open mouth spans f - hu_m*env .. f + hl_m*env.
+    # Mouth: lip line f(x); an open mouth spans f - op*ku*env .. f + op*(1-ku)*env.
     naso = np.clip(E["naso"] + U(0.0, 0.2), 0, 1.3)
     ym = U(0.42, 0.5)
     w = U(0.19, 0.25) * np.maximum(1 + E["width"], 0.35)
@@ -329,18 +339,20 @@ def _render(labels: np.ndarray, rng: np.random.Generator, intensity: np.ndarray 
     op = np.maximum(E["open"], 0) + U(0.0, 0.012)
     xn = xf / w
     xn2 = xn * xn
-    f = ym - c * xn2 + asym * xn - 0.05 * np.clip(E["ulip"], 0, 1) * np.maximum(xn * np.sign(asym), 0)
+    ulip = np.clip(E["ulip"], 0, 1)
+    f = ym - c * xn2 + asym * xn - 0.05 * ulip * np.maximum(xn * np.sign(asym), 0)
     ku = np.clip(0.45 - 1.5 * np.maximum(c, 0) + 0.3 * E["ulip"], 0.15, 0.85)
     e1 = np.clip(1 - xn2, 0, 1)
     r = np.clip(0.45 + 0.55 * E["round"] + 0.4 * E["teeth"], 0, 1)
     menv = e1 + r * (np.sqrt(e1) - e1)
-    snarl = 1 + 0.9 * np.clip(E["ulip"], 0, 1) * np.clip(xn * np.sign(asym), -1, 1)
+    snarl = 1 + 0.9 * ulip * np.clip(xn * np.sign(asym), -1, 1)  # disgust lifts one side
     fu = f - op * ku * menv * snarl
     fl = f + op * (1 - ku) * menv
     xend = np.abs(xf) - w
     # Nasolabial folds run from the nose wings to just outside the mouth corners.
     xfold = 0.13 + (y - 0.2) * (w + 0.05 - 0.13) / (ym - 0.2)
-    d_naso = np.maximum(np.abs(ax - xfold) - 0.014, np.abs(y - (0.2 + ym) / 2 + 0.02) - (ym - 0.2) / 2)
+    d_naso = np.maximum(np.abs(ax - xfold) - 0.014,
+                        np.abs(y - (0.2 + ym) / 2 + 0.02) - (ym - 0.2) / 2)
     darken(A(d_naso), 0.22 * naso)
     # Lips: a darker band around the mouth, thinner when pressed.
     press = np.clip(E["press"], 0, 1)
@@ -348,7 +360,7 @@ def _render(labels: np.ndarray, rng: np.random.Generator, intensity: np.ndarray 
     lip_l = U(0.035, 0.065) * (1 - 0.6 * press)
     d_lips = np.maximum(np.maximum(fu - lip_u * e1 - y, y - fl - lip_l * e1), xend)
     darken(A(d_lips), U(0.08, 0.25))
-    # Mouth interior (dark), closed-mouth line, then teeth along the upper (and lower) lip.
+    # Mouth interior (dark), closed-mouth line, then teeth below the upper lip.
     d_in = np.maximum(np.maximum(fu - y, y - fl), xend)
     d_line = np.maximum(np.abs(y - f) - 0.018 * (1 + 0.5 * press), xend + 0.01)
     line_a = A(d_line)
@@ -359,7 +371,7 @@ def _render(labels: np.ndarray, rng: np.random.Generator, intensity: np.ndarray 
     teeth_a = in_a * A(y - fu - th_u)
     tcol = np.minimum(skin * 1.2, 0.95)
     img = img + (tcol - img) * (teeth_a * teeth)
-    # Shadow under the lower lip, a dimple at smiling corners.
+    # Shadow under the lower lip (the chin's upper edge).
     d_chin = np.maximum(np.abs(y - fl - lip_l - 0.05) - 0.02, np.abs(xf) - w * 0.6)
     darken(A(d_chin), U(0.0, 0.15))
 
