@@ -57,6 +57,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from fer.runs import pack_run
+
+    sizes = pack_run(Path(args.run_dir), half=not args.fp32)
+    print(f"packed {args.run_dir}: {sizes['bytes_before'] / 1e6:.1f} MB -> {sizes['bytes_after'] / 1e6:.1f} MB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a user error, with its message)."""
     p = argparse.ArgumentParser(prog="python -m fer", description=__doc__)
@@ -88,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--recompute", action="store_true", help="recompute predictions from weights (needs --data)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
+    k = sub.add_parser("pack", help="make a finished run shippable (fp16 weights, no resume state)")
+    k.add_argument("--run-dir", required=True)
+    k.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    k.set_defaults(func=_pack)
     args = p.parse_args(argv)
     try:
         return args.func(args)

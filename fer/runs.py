@@ -269,3 +269,32 @@ def kill_worker(run_dir: Path, sig: int = signal.SIGKILL) -> None:
     pid = Run(Path(run_dir)).status().get("pid")
     if pid and pid_alive(pid):
         os.kill(pid, sig)
+
+
+def pack_run(run_dir: Path, half: bool = True) -> dict:
+    """Make a finished run shippable: weights to float16 (``half``), resume state, log and stop
+    files removed. Returns ``{"bytes_before", "bytes_after"}``. Raises RunDirError unless done.
+    """
+    import torch
+
+    from fer.weights import load_tensors, save_tensors
+
+    run = Run(Path(run_dir))
+    if run.status().get("state") != "done":
+        raise RunDirError(f"{run_dir}: only a finished run can be packed (state: {run.status().get('state')})")
+    size = lambda: sum(p.stat().st_size for p in run.path.rglob("*") if p.is_file())  # noqa: E731
+    before = size()
+    for p in sorted((run.path / "members").glob("m*.safetensors")):
+        if p.name.endswith(".last.safetensors"):
+            p.unlink()
+            continue
+        tensors, meta = load_tensors(p)
+        if half:
+            tensors = {k: (v.half() if v.dtype == torch.float32 else v) for k, v in tensors.items()}
+        save_tensors(p, tensors, meta)
+    for name in ("worker.log", "stop.request"):
+        (run.path / name).unlink(missing_ok=True)
+    st = read_json(run.path / "status.json", {})
+    atomic_write_json(run.path / "status.json", {k: st.get(k) for k in ("state", "members", "epochs",
+                                                                          "started", "finished")})
+    return {"bytes_before": before, "bytes_after": size()}
