@@ -419,7 +419,12 @@ def run_training(run_dir: Path, progress: bool = True, dataset: FaceDataset | No
             from tqdm import tqdm
 
             bar = tqdm(total=cfg.members * cfg.epochs, unit="epoch", desc=run.id)
+        # A member whose predictions are stored is finished, even when its resume state was
+        # dropped (shipped runs keep only best weights and predictions).
+        finished = set(run.finished_members())
         for m in range(cfg.members):
+            if m in finished:
+                continue
             last = run.path / "members" / f"m{m:02d}.last.safetensors"
             model = opt = None
             state = MemberState()
