@@ -45,6 +45,11 @@ def home() -> None:
         st.markdown("**Active run** (pick another in the sidebar)")
         run = ui.current_run()
         st.markdown(f"`{ui.run_label(run)}`" if run else "No run yet: start one on the Train page.")
+    st.markdown(
+        "**How to start.** 1. Pick a dataset in the sidebar: the built-in synthetic faces work at "
+        "once; for the real FER2013, type the path of your `fer2013.csv`. "
+        "2. On **Train**, start a small ensemble (3 members × 5 epochs takes minutes on a laptop) "
+        "and watch it learn. 3. Open the other pages to look inside the trained members.")
     st.subheader("Pages")
     for file, title, icon, blurb in PAGES:
         st.page_link(file, label=title, icon=icon)
@@ -73,9 +78,10 @@ def sidebar() -> None:
             st.session_state[ui.RUN_KEY] = ui.default_run_id(runs)
         if runs:
             labels = {r.id: ui.run_label(r) for r in runs}
-            st.selectbox("Run", ids, key=ui.RUN_KEY, format_func=labels.get,
-                         help="Runs you trained (newest first), then runs shipped with the app. "
-                              "Label: run id · owner · state · members finished.")
+            picked = st.selectbox("Run", ids, key=ui.RUN_KEY, format_func=labels.get,
+                                  help="Runs you trained (newest first), then runs shipped with "
+                                       "the app. Label: run id · owner · state · members finished.")
+            st.caption(labels[picked].split(" · ", 1)[1])
         else:
             st.caption("No runs yet: start one on the Train page.")
     ui.remember_picks()
@@ -86,5 +92,5 @@ navigation = st.navigation(
     [st.Page(home, title="Home", icon=":material/home:", default=True)]
     + [st.Page(file, title=title, icon=icon) for file, title, icon, _ in PAGES])
 sidebar()
-with ui.guard():
+with ui.frame():
     navigation.run()

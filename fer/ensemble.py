@@ -1,15 +1,21 @@
-"""Seeded ensembles: member splits, majority vote, soft vote.
+"""Seeded ensembles: member splits, majority vote, soft vote, and ensemble size curves.
 
 Members differ only by their seed: member k of a run with base seed S has seed ``S + k``, which
 alone picks its train/validation split (:func:`member_split`), its initial weights and its batch
 order. They vote: majority vote over arg-max predictions, or soft vote over mean probabilities.
+:func:`size_curve` asks what an ensemble of k members would score, for every k, from one trained
+pool of M members, by scoring many k-subsets of the pool at once (:func:`subset_scores`).
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 from fer.labels import NUM_CLASSES
+from fer.metrics import NLL_FLOOR, calibration_error, reliability_bins
 
 
 def member_seed(base_seed: int, member: int) -> int:
@@ -81,3 +87,219 @@ def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
 def member_accuracies(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Accuracy of each member: float64 ``(M,)`` from probs ``(M, N, C)`` and labels ``(N,)``."""
     return (np.asarray(probs).argmax(axis=2) == np.asarray(labels)[None]).mean(axis=1)
+
+
+# ---------------------------------------------------------------- ensemble size curves
+def k_subsets(m: int, k: int, max_subsets: int = 200, seed: int = 0) -> np.ndarray:
+    """Which k-member ensembles of a pool of ``m`` members to score: int64 ``(S, k)``.
+
+    Every subset (``itertools.combinations`` order, S = C(m, k)) when C(m, k) <= max_subsets;
+    otherwise S = max_subsets distinct subsets drawn uniformly at random (each draw a uniform
+    k-subset, repeats rejected), from a generator seeded by (seed, m, k) so one k's sample does
+    not depend on which other k were asked for. Rows are sorted ascending, rows in
+    lexicographic order.
+
+    Raises ValueError unless 1 <= k <= m and max_subsets >= 1.
+    """
+    if not 1 <= k <= m or max_subsets < 1:
+        raise ValueError(f"need 1 <= k <= m and max_subsets >= 1, got m={m}, k={k}, "
+                         f"max_subsets={max_subsets}")
+    if math.comb(m, k) <= max_subsets:
+        return np.array(list(itertools.combinations(range(m), k)), dtype=np.int64).reshape(-1, k)
+    rng = np.random.default_rng([seed, m, k])
+    seen: set[tuple[int, ...]] = set()
+    while len(seen) < max_subsets:
+        draw = np.sort(rng.random((max_subsets, m)).argsort(axis=1)[:, :k], axis=1)
+        for row in map(tuple, draw.tolist()):
+            if len(seen) < max_subsets:
+                seen.add(row)
+    return np.array(sorted(seen), dtype=np.int64)
+
+
+def pairwise_disagreement(probs: np.ndarray) -> np.ndarray:
+    """Fraction of faces on which two members' arg-max predictions differ: float64 ``(M, M)``.
+
+    Args: probs float ``(M, N, C)``. Returns a symmetric matrix in [0, 1] with a zero diagonal;
+    its mean over the M(M-1) off-diagonal entries is the pool's mean pairwise disagreement.
+    Source: the disagreement measure of Kuncheva & Whitaker 2003, "Measures of diversity in
+    classifier ensembles", Machine Learning 51:181-207.
+    """
+    probs = np.asarray(probs)
+    votes = probs.argmax(axis=2)  # (M, N)
+    onehot = (votes[:, None, :] == np.arange(probs.shape[2])[None, :, None])  # (M, C, N)
+    flat = onehot.reshape(len(votes), -1).astype(np.float64)
+    return 1.0 - (flat @ flat.T) / votes.shape[1]
+
+
+def _pool(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Validated pool as float32, laid out class-major for matmuls over member masks."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    if probs.ndim != 3 or labels.shape != probs.shape[1:2] or probs.shape[0] == 0 or len(labels) == 0:
+        raise ValueError(f"probs {probs.shape} must be (M, N, C) and labels {labels.shape} (N,), "
+                         f"M, N > 0")
+    if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
+        raise ValueError("probs must be finite floats (NaN marks a face a member never saw: "
+                         "validation faces differ per member and cannot be voted on)")
+    if probs.min() < 0 or probs.max() > 1 or np.abs(probs.sum(axis=2) - 1).max() > 1e-3:
+        raise ValueError("probs must be probabilities: each in [0, 1], each row summing to 1")
+    labels = labels.astype(np.int64)
+    m, n, c = probs.shape
+    if labels.min() < 0 or labels.max() >= c:
+        raise ValueError(f"labels hold a class outside 0..{c - 1}")
+    probs = probs.astype(np.float32, copy=False)
+    votes = probs.argmax(axis=2)  # (M, N)
+    return dict(
+        m=m, n=n, c=c, labels=labels,
+        votes=(votes[:, None, :] == np.arange(c)[None, :, None]).astype(np.float32).reshape(m, c * n),
+        probs=np.ascontiguousarray(probs.transpose(0, 2, 1)).reshape(m, c * n),  # (M, C*N)
+        right=(votes == labels).astype(np.float32),  # (M, N)
+        p_true=probs[:, np.arange(n), labels],  # (M, N)
+        lower=(np.arange(c)[:, None] < labels[None]).astype(np.float32),  # (C, N): class < label
+        disagree=pairwise_disagreement(probs))
+
+
+def _scores(pool: dict, subsets: np.ndarray, n_bins: int, chunk_elements: int) -> dict[str, np.ndarray]:
+    """:func:`subset_scores` on a prepared pool."""
+    m, n, c, labels = pool["m"], pool["n"], pool["c"], pool["labels"]
+    s_total, k = subsets.shape
+    mask = np.zeros((s_total, m), dtype=np.float32)
+    mask[np.arange(s_total)[:, None], subsets] = 1
+    out = {key: np.empty(s_total) for key in ("majority", "soft", "oracle", "disagreement", "nll", "ece")}
+    faces = np.arange(n)
+    step = max(1, chunk_elements // (c * n))
+    for lo in range(0, s_total, step):
+        w = mask[lo:lo + step]  # (s, M) 0/1
+        s, sl = len(w), slice(lo, lo + len(w))
+        # A 0/1-masked float32 matmul adds the chosen members in ascending order, as
+        # probs[subset].mean(axis=0) does, so the means (and votes) match soft_vote and
+        # majority_vote bit for bit (tests/test_size_curve.py checks this against the loop).
+        mean = (w @ pool["probs"]).reshape(s, c, n)
+        mean /= np.float32(k)  # (s, C, N) soft-vote probabilities
+        # Right without an arg-max: the true class has the top value and no lower class ties it
+        # (argmax's lowest-index rule). Masked values become 0, below any real contender.
+        conf = mean.max(axis=1)  # (s, N) soft vote's confidence
+        soft_right = (mean[:, labels, faces] == conf) & ((mean * pool["lower"]).max(axis=1) < conf)
+        # Majority: keep the mean of the classes with the most votes, 0 for the others, then the
+        # same test. A class with a vote has mean >= 1/(C k) > 0, so this is majority_vote's
+        # rule: most votes, then highest mean probability, then lowest index.
+        tied = (w @ pool["votes"]).reshape(s, c, n)  # vote counts
+        np.multiply(mean, tied == tied.max(axis=1)[:, None], out=tied)
+        top = tied.max(axis=1)
+        major_right = (tied[:, labels, faces] == top)
+        tied *= pool["lower"]
+        major_right &= tied.max(axis=1) < top
+        out["majority"][sl] = major_right.mean(axis=1)
+        out["soft"][sl] = soft_right.mean(axis=1)
+        out["oracle"][sl] = ((w @ pool["right"]) > 0).mean(axis=1)
+        p_true = w @ pool["p_true"]
+        p_true /= np.float32(k)
+        out["nll"][sl] = -np.log(np.maximum(p_true.astype(np.float64), NLL_FLOOR)).mean(axis=1)
+        out["ece"][sl] = calibration_error(conf, soft_right, n_bins)
+        wd = w.astype(np.float64)
+        out["disagreement"][sl] = (((wd @ pool["disagree"]) * wd).sum(axis=1) / (k * (k - 1))
+                                   if k > 1 else np.nan)
+    return out
+
+
+def subset_scores(probs: np.ndarray, labels: np.ndarray, subsets: np.ndarray, n_bins: int = 15,
+                  chunk_elements: int = 2_000_000) -> dict[str, np.ndarray]:
+    """Scores of many equal-size ensembles drawn from one pool, vectorised over the ensembles.
+
+    Args:
+        probs: float ``(M, N, C)`` member probabilities (each row sums to 1); scored in float32.
+        labels: int ``(N,)`` true classes in 0..C-1.
+        subsets: int ``(S, k)`` member indices, k distinct members per row (e.g. :func:`k_subsets`).
+        n_bins: equal-width confidence bins for the ECE.
+        chunk_elements: subsets are scored in chunks of about this many (subset, class, face)
+            values, bounding memory to ~50 bytes each (default ~100 MB).
+    Returns: dict of float64 ``(S,)``, one value per ensemble:
+        ``majority``, ``soft``: accuracy in [0, 1] of the majority vote (tie rule of
+        :func:`majority_vote`: most member votes; among tied classes the highest mean
+        probability of the ensemble's members; then the lowest class index) and of the soft vote
+        (arg-max of the members' mean probability, lowest index on ties). Identical to calling
+        :func:`majority_vote` / :func:`soft_vote` on ``probs[sorted(row)]`` for float32 probs
+        (the checkpoints' dtype); other float dtypes are rounded to float32 first.
+        ``oracle``: fraction of faces at least one member gets right (an upper bound of any vote).
+        ``disagreement``: mean over the k(k-1)/2 member pairs of the fraction of faces on which
+        the pair's arg-max predictions differ (NaN when k = 1).
+        ``nll``: soft vote's mean negative log-likelihood in nats (:func:`fer.metrics.nll`).
+        ``ece``: soft vote's expected calibration error (:func:`fer.metrics.calibration_bins`).
+    Raises ValueError on bad shapes, non-finite or non-probability ``probs`` (a validation split
+    with NaN for unseen faces), labels outside 0..C-1, or a subset row with a repeated or
+    out-of-range member.
+    Sources: Guo et al. 2017 (arXiv:1706.04599) for ECE; Kuncheva & Whitaker 2003 for
+    disagreement.
+    """
+    pool = _pool(probs, labels)
+    return _scores(pool, _check_subsets(subsets, pool["m"]), n_bins, chunk_elements)
+
+
+def _check_subsets(subsets: np.ndarray, m: int) -> np.ndarray:
+    """Validated int64 ``(S, k)`` subsets of ``range(m)`` (ValueError otherwise)."""
+    subsets = np.asarray(subsets)
+    if subsets.ndim != 2 or subsets.shape[0] == 0 or subsets.shape[1] == 0 or \
+            not np.issubdtype(subsets.dtype, np.integer):
+        raise ValueError(f"subsets {subsets.shape} must be a non-empty int (S, k) array")
+    if subsets.min() < 0 or subsets.max() >= m:
+        raise ValueError(f"subsets name a member outside 0..{m - 1}")
+    srt = np.sort(subsets, axis=1)
+    if (srt[:, 1:] == srt[:, :-1]).any():
+        raise ValueError("a subset names the same member twice")
+    return subsets.astype(np.int64)
+
+
+def _stats(x: np.ndarray) -> dict[str, float]:
+    """mean, population std (ddof 0), min, max of a 1-D array, as Python floats."""
+    return dict(mean=float(x.mean()), std=float(x.std()), min=float(x.min()), max=float(x.max()))
+
+
+def size_curve(probs: np.ndarray, labels: np.ndarray, max_subsets: int = 200, seed: int = 0,
+               n_bins: int = 15) -> list[dict]:
+    """Accuracy and calibration of a k-member ensemble for every k = 1..M, from one pool.
+
+    For each k the ensembles are :func:`k_subsets` (all C(M, k) subsets when that is at most
+    ``max_subsets``, else a seeded sample of ``max_subsets`` distinct ones), scored by
+    :func:`subset_scores`. Size 1 is each member alone, exactly; size M is the whole pool.
+
+    Args: probs float ``(M, N, C)`` member probabilities; labels int ``(N,)``; max_subsets >= 1;
+        seed for the sampled subsets; n_bins for the ECE (15 as in Guo et al.).
+    Returns: JSON-ready list of M dicts, one per k::
+
+        {"k": k, "subsets": S, "exhaustive": S == C(M, k),
+         "majority": {"mean", "std", "min", "max"},  # accuracy over the S ensembles, in [0, 1]
+         "soft": {...}, "oracle": {...}, "nll": {...}, "ece": {...},  # same four statistics
+         "disagreement": {...} or None for k = 1}
+
+        std is the population std over the S ensembles (ddof 0; 0 at k = M). It describes the
+        spread between ensembles drawn from this pool, not a confidence interval for retrained
+        ones. Mean disagreement is the pool's mean pairwise disagreement at every k when all
+        subsets are used (each pair is equally represented); sampled k only approximate it.
+    Raises ValueError as :func:`subset_scores` and :func:`k_subsets`.
+    """
+    pool = _pool(probs, labels)
+    rows = []
+    for k in range(1, pool["m"] + 1):
+        subsets = k_subsets(pool["m"], k, max_subsets, seed)
+        sc = _scores(pool, subsets, n_bins, 2_000_000)
+        rows.append(dict(k=k, subsets=len(subsets), exhaustive=len(subsets) == math.comb(pool["m"], k),
+                         **{name: _stats(sc[name]) for name in ("majority", "soft", "oracle", "nll", "ece")},
+                         disagreement=_stats(sc["disagreement"]) if k > 1 else None))
+    return rows
+
+
+def member_vs_ensemble_reliability(probs: np.ndarray, labels: np.ndarray, member: int = 0,
+                                   n_bins: int = 15) -> dict[str, dict]:
+    """Reliability-diagram bins of one member and of the whole pool's soft vote.
+
+    Args: probs float ``(M, N, C)``, labels int ``(N,)``, member index in 0..M-1, n_bins.
+    Returns: ``{"member": bins, "ensemble": bins}``, each :func:`fer.metrics.reliability_bins`
+        (``edges`` (n_bins+1,), per bin ``confidence`` mean, ``accuracy``, ``count``; ``ece``).
+    Raises ValueError for a member outside 0..M-1 or as :func:`fer.metrics.reliability_bins`.
+    Source: Guo et al. 2017, arXiv:1706.04599, figure 1.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or not 0 <= member < probs.shape[0]:
+        raise ValueError(f"member {member} is not in 0..{probs.shape[0] - 1 if probs.ndim == 3 else '?'} "
+                         f"of probs {probs.shape}")
+    return dict(member=reliability_bins(probs[member], labels, n_bins),
+                ensemble=reliability_bins(probs.mean(axis=0), labels, n_bins))

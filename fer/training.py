@@ -382,7 +382,11 @@ def store_member_predictions(run: Run, ds: FaceDataset, member: int, model: nn.M
 def _prune_metrics(run: Run, cfg: TrainConfig) -> None:
     """Drop metrics lines for epochs the resume state does not hold (a kill between the two)."""
     keep = []
+    finished = set(run.finished_members())
     for rec in run.metrics():
+        if rec["member"] in finished:
+            keep.append(rec)
+            continue
         last = run.path / "members" / f"m{rec['member']:02d}.last.safetensors"
         done_epochs = 0
         if last.exists():

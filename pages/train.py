@@ -12,6 +12,7 @@ from fer.runs import new_run_dir, start_worker
 from fer.training import AUGMENTS, PRECISIONS, SCHEDULES, TrainConfig, create_run, dataset_fields
 from pages import ui
 
+ui.require_frame()
 st.title("Train an ensemble")
 st.markdown(
     "An **ensemble** is several copies of one small CNN — its **members** — trained separately. "
@@ -50,9 +51,10 @@ with st.container(border=True):
                                 help="constant, or cosine decay to 0 over all epochs.")
         smoothing = m3.number_input("Label smoothing", 0.0, 0.5, 0.0, step=0.05, key="train_smoothing",
                                     help="Share of each target spread evenly over the other classes.")
+    st.markdown(f"**Data:** `{ui.data_source()}` (the dataset picked in the sidebar), unless "
+                "you upload a file here:")
     upload = st.file_uploader(
-        f"Data: the sidebar dataset (`{ui.data_source()}`), or upload your own FER2013 CSV "
-        "for this run", type=["csv", "gz", "zip"], key="train_upload",
+        "A FER2013 CSV for this run", type=["csv", "gz", "zip"], key="train_upload",
         help="Kaggle's fer2013.csv layout (emotion,pixels,Usage), plain, .gz or .zip, up to 400 MB. "
              "For the full file, typing its path in the sidebar is faster than uploading it.")
     summary = ui.model_summary(model)
@@ -81,36 +83,63 @@ if run is None:
     st.stop()
 
 cfg = run.config()
-state = run.status()["state"]
+mode = ui.run_mode(run.status())  # "running" while a worker owns the run
 st.subheader(f"Run {run.id}" + (" (shipped with the app)" if run.shipped else ""))
 st.markdown(ui.config_line(cfg))
 st.caption("Open another run with the sidebar's run picker.")
-if not run.shipped and state == "running":
+if not run.shipped and mode == "running":
     if st.button("Stop", key="stop", icon=":material/stop:",
                  help="The worker finishes its current batch, saves, and stops. Resume later."):
         run.request_stop()
         st.toast("Stop requested: the worker finishes its current batch and saves.")
-elif not run.shipped and state in ("new", "stopped", "interrupted", "failed"):
-    if st.button("Resume" if state != "new" else "Start worker", key="resume", type="primary",
+elif not run.shipped and mode in ("new", "stopped", "interrupted", "failed"):
+    if st.button("Resume" if mode != "new" else "Start worker", key="resume", type="primary",
                  icon=":material/play_arrow:", help="Continue training where it stopped."):
         start_worker(run.path)
         st.rerun()
 
 
-@st.fragment(run_every=ui.POLL_S if state == "running" else None)
-def live_view(run, drawn_state: str) -> None:
+def draw_ensemble(run, cfg: dict) -> None:
+    """Majority and soft vote of the finished members on PublicTest and PrivateTest."""
+    st.markdown("**Ensemble accuracy on the test faces**")
+    reports = {s: r for s in ui.TEST_SPLITS if (r := ui.evaluation(run, s)) is not None}
+    if not reports:
+        st.caption("Appears when the first member has finished (test faces are predicted after "
+                   "a member's last epoch).")
+        return
+    n_voters = len(next(iter(reports.values()))["member_ids"])
+    cols = iter(st.columns(len(reports) * 2))
+    for split, rep in reports.items():
+        for vote in ("majority", "soft"):
+            gain = f"{rep[vote] - max(rep['members']):+.1%} vs best member" if n_voters > 1 else None
+            next(cols).metric(f"{vote.capitalize()} vote · {SPLIT_TITLES[split]}", f"{rep[vote]:.1%}", gain)
+    st.dataframe(ui.accuracy_table(reports), hide_index=True,
+                 column_config={SPLIT_TITLES[s]: st.column_config.NumberColumn(format="percent")
+                                for s in reports})
+    alone = " One member's vote is just its own answer: train 3 or more to see the gain." \
+        if n_voters == 1 else ""
+    n_faces = " and ".join(f"{rep['n']:,}" for rep in reports.values())
+    st.caption(f"{n_voters} of {cfg['members']} member(s) vote.{alone} Majority vote: each member "
+               "names one expression, the most named wins. Soft vote: the members' probabilities "
+               f"are averaged and the highest wins. The {n_faces} test faces were never used for "
+               "training or for picking epochs.")
+
+
+@st.fragment(run_every=ui.POLL_S if mode == "running" else None)
+def live_view(run, drawn_mode: str) -> None:
     """Everything read from the run directory; refreshed every POLL_S seconds while it trains."""
     with ui.guard():
         status, metrics, finished = run.status(), run.metrics(), run.finished_members()
-        if status["state"] != drawn_state:
+        if ui.run_mode(status) != drawn_mode:
             st.rerun()  # the state changed: redraw the buttons above and stop or start polling
         kind, sentence = ui.describe_status(status, cfg, len(metrics))
         getattr(st, kind)(sentence)
         overall, in_epoch = ui.progress(status, cfg, len(metrics))
         st.progress(overall, text=f"All members: {len(metrics)} of {cfg['members'] * cfg['epochs']} "
                                   f"epochs finished")
-        if status["state"] == "running":
-            st.progress(in_epoch, text="Current epoch: batches done")
+        if drawn_mode == "running" and status.get("phase") == "training":
+            st.progress(in_epoch, text=f"Current epoch: {status.get('batch', 0)} of "
+                                       f"{status.get('n_batches', '?')} batches")
 
         curves = ui.curves(metrics)
         left, right = st.columns(2)
@@ -124,31 +153,7 @@ def live_view(run, drawn_state: str) -> None:
         st.dataframe(ui.member_table(metrics, cfg, finished, status), hide_index=True,
                      column_config={"best val acc": st.column_config.NumberColumn(format="percent"),
                                     "seconds": st.column_config.NumberColumn(format="%.1f")})
-
-        st.markdown("**Ensemble accuracy on the test faces**")
-        reports = {s: r for s in ui.TEST_SPLITS if (r := ui.evaluation(run, s)) is not None}
-        if not reports:
-            st.caption("Appears when the first member has finished (test faces are predicted "
-                       "after a member's last epoch).")
-            return
-        cols = st.columns(len(reports) * 2)
-        for i, (split, rep) in enumerate(reports.items()):
-            title = SPLIT_TITLES[split]
-            best = max(rep["members"])
-            cols[2 * i].metric(f"Majority vote · {title}", f"{rep['majority']:.1%}",
-                               f"{rep['majority'] - best:+.1%} vs best member")
-            cols[2 * i + 1].metric(f"Soft vote · {title}", f"{rep['soft']:.1%}",
-                                   f"{rep['soft'] - best:+.1%} vs best member")
-        st.dataframe(ui.accuracy_table(reports), hide_index=True,
-                     column_config={c: st.column_config.NumberColumn(format="percent")
-                                    for c in (SPLIT_TITLES[s] for s in reports)})
-        n_voters = len(next(iter(reports.values()))["member_ids"])
-        n_faces = " and ".join(f"{rep['n']:,}" for rep in reports.values())
-        st.caption(f"{n_voters} of {cfg['members']} member(s) vote. Majority vote: each member "
-                   "names one expression, the most named wins. Soft vote: the members' "
-                   "probabilities are averaged and the highest wins. PublicTest and PrivateTest "
-                   f"faces ({n_faces}) were never used "
-                   "for training or for picking epochs.")
+        draw_ensemble(run, cfg)
 
 
-live_view(run, state)
+live_view(run, mode)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -25,13 +26,16 @@ from fer.errors import FerError
 from fer.evaluation import evaluate_run
 from fer.labels import SPLIT_TITLES
 from fer.models import create_model, summarize
-from fer.runs import Run, atomic_write_bytes, list_runs, user_runs_root
+from fer.runs import Run, atomic_write_bytes, list_runs, pid_alive, user_runs_root
 
 DATA_KEY = "data_source"      # session-state key of the sidebar's dataset field
 RUN_KEY = "run_id"            # session-state key of the sidebar's run picker
 _PENDING = "_pending_picks"   # picks requested by a page, applied before the pickers are drawn
+_FRAME_RETRY = "_frame_retry"
+_frame = threading.local()     # .active: this script run entered through streamlit_app.py
 POLL_S = 1.5                  # seconds between live refreshes while a worker trains
 TEST_SPLITS = ("public_test", "private_test")
+BUSY_SILENCE_S = 600.0        # a silent worker whose process exists counts as busy this long
 SYNTHETIC_NOTE = "Synthetic faces (embedded default) — not real FER2013 data"
 
 
@@ -47,6 +51,43 @@ def guard():
     except FerError as e:
         st.error(str(e), icon=":material/error:")
         st.stop()
+
+
+# ---------------------------------------------------------------- the frame
+@contextlib.contextmanager
+def frame():
+    """The entrypoint runs the picked page inside this: the error guard, plus the marker that
+    :func:`require_frame` looks for. The marker is thread-local, not session state: a script
+    run is one thread, and session-state writes after ``st.stop()`` are dropped."""
+    _frame.active = True
+    try:
+        with guard():
+            yield
+    finally:
+        _frame.active = False
+
+
+def require_frame() -> None:
+    """First line of every page file: make sure the page runs inside ``streamlit_app.py``.
+
+    Streamlit keeps a legacy multipage mode for apps with a folder named ``pages/``: until the
+    entrypoint has called ``st.navigation`` once in the server process, a page requested by URL
+    (``/train`` right after a server start; every page run under AppTest) runs on its own, with
+    no sidebar and no picks. Then switch that mode off and rerun: the entrypoint runs and opens
+    the same page (same URL path, same page hash). Tried once; a second miss shows a warning.
+    """
+    ss = st.session_state
+    if getattr(_frame, "active", False):
+        ss.pop(_FRAME_RETRY, None)
+        return
+    if ss.pop(_FRAME_RETRY, False):
+        st.warning("This page opened without the app's sidebar: open the Home page first.")
+        return
+    ss[_FRAME_RETRY] = True
+    from streamlit.runtime.pages_manager import PagesManager  # streamlit 1.67 internals
+
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 # ---------------------------------------------------------------- picks
@@ -221,9 +262,29 @@ def config_line(cfg: dict) -> str:
             f"augment {cfg['augment']} · precision {cfg['precision']}")
 
 
+def worker_busy(status: dict) -> bool:
+    """True while a worker owns the run: it is running, or it has been silent (no heartbeat) for
+    less than BUSY_SILENCE_S while its process still exists — loading a large CSV or predicting
+    sends no heartbeat, and a second worker must never be started beside it."""
+    if status.get("state") == "running":
+        return True
+    silent = time.time() - float(status.get("heartbeat") or 0)
+    return status.get("state") == "interrupted" and silent < BUSY_SILENCE_S and pid_alive(status.get("pid"))
+
+
+def run_mode(status: dict) -> str:
+    """The state the page's buttons depend on: ``running`` while :func:`worker_busy`, else state."""
+    return "running" if worker_busy(status) else status.get("state", "new")
+
+
 def describe_status(status: dict, cfg: dict, epochs_logged: int) -> tuple[str, str]:
     """(kind, sentence) for a run's status; kind is info / success / warning / error."""
     state, phase = status.get("state", "new"), status.get("phase")
+    if state == "interrupted" and worker_busy(status):
+        silent = time.time() - float(status.get("heartbeat") or 0)
+        return "warning", (f"No sign of life from the training process for {silent:.0f} s, but it "
+                           f"still exists (pid {status.get('pid')}): it is probably busy "
+                           f"({phase or 'working'}). This page keeps watching.")
     members, epochs = cfg["members"], cfg["epochs"]
     member = int(status.get("member") or 0) + 1
     if state == "running":
@@ -235,8 +296,7 @@ def describe_status(status: dict, cfg: dict, epochs_logged: int) -> tuple[str, s
             return "info", (f"Member {member} of {members} finished training; computing its "
                             f"predictions on the test faces…{beat}")
         epoch = int(status.get("epoch") or 0) + 1
-        return "info", (f"Training member {member} of {members} · epoch {epoch} of {epochs} · "
-                        f"batch {status.get('batch', 0)} of {status.get('n_batches', '?')}{beat}")
+        return "info", f"Training member {member} of {members} · epoch {epoch} of {epochs}{beat}"
     if state == "done":
         return "success", f"Done: all {members} member(s) trained for {epochs} epoch(s)."
     if state == "stopped":
@@ -269,8 +329,8 @@ def member_table(metrics: list[dict], cfg: dict, finished: list[int], status: di
         recs = df[df["member"] == m]
         if m in finished:
             state = "done"
-        elif status.get("state") == "running" and int(status.get("member") or 0) == m:
-            state = "training"
+        elif worker_busy(status) and int(status.get("member") or 0) == m:
+            state = "predicting" if status.get("phase") == "predicting" else "training"
         else:
             state = "waiting" if recs.empty else "paused"
         best = recs.loc[recs["val_acc"].idxmax()] if not recs.empty else None
@@ -306,22 +366,24 @@ def curves(metrics: list[dict]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def curve_chart(df: pd.DataFrame, measure: str, epochs: int) -> alt.Chart:
-    """Line per (member, curve) of ``measure`` (loss or accuracy) against epoch 1..``epochs``."""
+def curve_chart(df: pd.DataFrame, measure: str, epochs: int) -> alt.LayerChart:
+    """Line per (member, curve) of ``measure`` (loss or accuracy) against epoch 1..``epochs``;
+    a point per epoch (one epoch alone is a point, not an invisible line)."""
     acc = measure == "accuracy"
     title = "Accuracy (higher is better)" if acc else "Loss: cross-entropy (lower is better)"
-    y = alt.Y(f"{measure}:Q", title=measure,
-              scale=alt.Scale(domain=[0, 1]) if acc else alt.Scale(zero=False),
-              axis=alt.Axis(format="%") if acc else alt.Axis())
-    return alt.Chart(df, title=title).mark_line(point=True).encode(
+    base = alt.Chart(df, title=title).encode(
         x=alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain=[1, max(2, epochs)]),
                 axis=alt.Axis(tickMinStep=1, format="d")),
-        y=y,
+        y=alt.Y(f"{measure}:Q", title=measure,
+                scale=alt.Scale(domain=[0, 1]) if acc else alt.Scale(zero=False),
+                axis=alt.Axis(format="%") if acc else alt.Axis()),
         color=alt.Color("member:N", title="member"),
-        strokeDash=alt.StrokeDash("curve:N", title="faces", sort=["train", "validation"],
-                                  scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [5, 3]])),
         tooltip=[alt.Tooltip("member:N"), alt.Tooltip("curve:N", title="faces"),
-                 alt.Tooltip("epoch:Q"),
-                 alt.Tooltip(f"{measure}:Q", format=".1%" if acc else ".3f")],
-    ).properties(height=280)
-
+                 alt.Tooltip("epoch:Q"), alt.Tooltip(f"{measure}:Q", format=".1%" if acc else ".3f")],
+    )
+    lines = base.mark_line().encode(
+        strokeDash=alt.StrokeDash("curve:N", title="faces",
+                                  scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [5, 3]]),
+                                  legend=alt.Legend(symbolStrokeWidth=2, symbolSize=400)))
+    points = base.mark_point(filled=True, size=40).encode(detail="curve:N")
+    return (lines + points).properties(height=280)
