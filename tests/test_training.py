@@ -133,3 +133,29 @@ def test_config_rejects_unknown_keys_and_bad_types():
     with pytest.raises(ConfigError, match="val_fraction"):
         TrainConfig(val_fraction=0.0)
     assert TrainConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+def test_resume_of_a_packed_partial_run_skips_finished_members(tmp_path, tiny_csv):
+    """Shipped runs keep only best weights, metrics and predictions: resuming one trains only
+    the members it lacks and keeps the finished members' numbers."""
+    run = make_run(tmp_path, tiny_csv, "p", members=2, epochs=1)
+    from fer.training import run_training as rt
+
+    cfg = run.config()
+    cfg["members"] = 1
+    # Train member 0 alone, then drop its resume state as packing does, then ask for 2 members.
+    import json as _json
+
+    (run.path / "config.json").write_text(_json.dumps(cfg))
+    assert rt(run.path, progress=False)["state"] == "done"
+    for p in (run.path / "members").glob("*.last.safetensors"):
+        p.unlink()
+    member0 = run.metrics()
+    before = run.predictions("public_test")["probs"][0].copy()
+    cfg["members"] = 2
+    (run.path / "config.json").write_text(_json.dumps(cfg))
+    assert rt(run.path, progress=False)["state"] == "done"
+    assert run.metrics()[:1] == member0 and [m["member"] for m in run.metrics()] == [0, 1]
+    after = run.predictions("public_test")
+    assert after["members"].tolist() == [0, 1]
+    np.testing.assert_array_equal(after["probs"][0], before)
