@@ -13,6 +13,7 @@ import itertools
 import math
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from fer.labels import NUM_CLASSES
 from fer.metrics import NLL_FLOOR, calibration_error, reliability_bins
@@ -96,7 +97,7 @@ def k_subsets(m: int, k: int, max_subsets: int = 200, seed: int = 0) -> np.ndarr
     Every subset (``itertools.combinations`` order, S = C(m, k)) when C(m, k) <= max_subsets;
     otherwise S = max_subsets distinct subsets drawn uniformly at random (each draw a uniform
     k-subset, repeats rejected), from a generator seeded by (seed, m, k) so one k's sample does
-    not depend on which other k were asked for. Rows are sorted ascending, rows in
+    not depend on which other k were asked for. Each row is ascending; rows are in
     lexicographic order.
 
     Raises ValueError unless 1 <= k <= m and max_subsets >= 1.
@@ -131,8 +132,18 @@ def pairwise_disagreement(probs: np.ndarray) -> np.ndarray:
     return 1.0 - (flat @ flat.T) / votes.shape[1]
 
 
+def _one_blas_thread():
+    """NumPy's BLAS on this thread only for the size-curve matmuls (threadpoolctl).
+
+    The matmuls are short and skinny: BLAS worker threads gain little on an idle machine and,
+    beside a training worker, spin for a core they cannot get (5.7 s instead of 0.7 s for the
+    25-member curve, measured).
+    """
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _pool(probs: np.ndarray, labels: np.ndarray) -> dict:
-    """Validated pool as float32, laid out class-major for matmuls over member masks."""
+    """Validated float32 pool, also laid out class-major for matmuls over member masks."""
     probs, labels = np.asarray(probs), np.asarray(labels)
     if probs.ndim != 3 or labels.shape != probs.shape[1:2] or probs.shape[0] == 0 or len(labels) == 0:
         raise ValueError(f"probs {probs.shape} must be (M, N, C) and labels {labels.shape} (N,), "
@@ -149,51 +160,71 @@ def _pool(probs: np.ndarray, labels: np.ndarray) -> dict:
     probs = probs.astype(np.float32, copy=False)
     votes = probs.argmax(axis=2)  # (M, N)
     return dict(
-        m=m, n=n, c=c, labels=labels,
-        votes=(votes[:, None, :] == np.arange(c)[None, :, None]).astype(np.float32).reshape(m, c * n),
+        m=m, n=n, c=c, labels=labels, raw=probs, raw_votes=votes,
         probs=np.ascontiguousarray(probs.transpose(0, 2, 1)).reshape(m, c * n),  # (M, C*N)
+        votes=(votes[:, None, :] == np.arange(c)[None, :, None]).astype(np.float32).reshape(m, c * n),
         right=(votes == labels).astype(np.float32),  # (M, N)
         p_true=probs[:, np.arange(n), labels],  # (M, N)
-        lower=(np.arange(c)[:, None] < labels[None]).astype(np.float32),  # (C, N): class < label
+        other=(np.arange(c)[:, None] != labels[None]).astype(np.float32),  # (C, N) 0 at the label
         disagree=pairwise_disagreement(probs))
 
 
 def _scores(pool: dict, subsets: np.ndarray, n_bins: int, chunk_elements: int) -> dict[str, np.ndarray]:
-    """:func:`subset_scores` on a prepared pool."""
-    m, n, c, labels = pool["m"], pool["n"], pool["c"], pool["labels"]
+    """:func:`subset_scores` on a prepared pool and validated subsets."""
+    m, n, c = pool["m"], pool["n"], pool["c"]
+    subsets = np.sort(subsets, axis=1)
     s_total, k = subsets.shape
     mask = np.zeros((s_total, m), dtype=np.float32)
     mask[np.arange(s_total)[:, None], subsets] = 1
     out = {key: np.empty(s_total) for key in ("majority", "soft", "oracle", "disagreement", "nll", "ece")}
-    faces = np.arange(n)
-    step = max(1, chunk_elements // (c * n))
+    kf = np.float32(k)
+    # Any float32 sum of k probabilities, in any order, is within (k-1) 2^-24 (relative) of the
+    # exact sum: values closer than `tol` may compare differently here and in a loop over
+    # subsets, and are redone exactly by _exact_fixup.
+    tol = np.float32(8 * k * 2.0 ** -24)
+    step = max(1, min(s_total, chunk_elements // (c * n)))
+    if pool.get("buf") is None or len(pool["buf"]) < step:
+        pool["buf"] = np.empty((step, c * n), dtype=np.float32)  # reused over chunks and k
+    class_offsets = np.arange(c) * n
     for lo in range(0, s_total, step):
         w = mask[lo:lo + step]  # (s, M) 0/1
         s, sl = len(w), slice(lo, lo + len(w))
-        # A 0/1-masked float32 matmul adds the chosen members in ascending order, as
-        # probs[subset].mean(axis=0) does, so the means (and votes) match soft_vote and
-        # majority_vote bit for bit (tests/test_size_curve.py checks this against the loop).
-        mean = (w @ pool["probs"]).reshape(s, c, n)
-        mean /= np.float32(k)  # (s, C, N) soft-vote probabilities
-        # Right without an arg-max: the true class has the top value and no lower class ties it
-        # (argmax's lowest-index rule). Masked values become 0, below any real contender.
-        conf = mean.max(axis=1)  # (s, N) soft vote's confidence
-        soft_right = (mean[:, labels, faces] == conf) & ((mean * pool["lower"]).max(axis=1) < conf)
-        # Majority: keep the mean of the classes with the most votes, 0 for the others, then the
-        # same test. A class with a vote has mean >= 1/(C k) > 0, so this is majority_vote's
-        # rule: most votes, then highest mean probability, then lowest index.
-        tied = (w @ pool["votes"]).reshape(s, c, n)  # vote counts
-        np.multiply(mean, tied == tied.max(axis=1)[:, None], out=tied)
-        top = tied.max(axis=1)
-        major_right = (tied[:, labels, faces] == top)
-        tied *= pool["lower"]
-        major_right &= tied.max(axis=1) < top
+        # Majority vote: right when the true class has more votes than any other; on a tie in
+        # votes, when its mean probability beats every tied class (majority_vote's rule).
+        n_right = w @ pool["right"]  # (s, N) members right = votes for the true class
+        counts = np.matmul(w, pool["votes"], out=pool["buf"][:s]).reshape(s, c, n)
+        counts *= pool["other"]  # the true class's votes set to 0
+        rival_votes = counts.max(axis=1)  # (s, N)
+        major_right = n_right > rival_votes
+        ties = np.flatnonzero(n_right == rival_votes)  # into (s, N)
+        at = ((ties // n) * (c * n) + ties % n)[:, None] + class_offsets  # (T, C) into (s, C, N)
+        tied = counts.ravel().take(at) == rival_votes.ravel().take(ties)[:, None]  # (T, C)
+        # Soft vote: right when the true class's mean beats every other class's mean.
+        p_true = w @ pool["p_true"]
+        p_true /= kf  # (s, N) soft-vote probability of the true class
+        sums = np.matmul(w, pool["probs"], out=pool["buf"][:s]).reshape(s, c, n)
+        tie_rival = (sums.ravel().take(at) * tied).max(axis=1) / kf  # (T,) best tied rival
+        sums *= pool["other"]
+        rival = sums.max(axis=1)
+        rival /= kf  # dividing after the max gives the max of the means
+        soft_right = p_true > rival
+        conf = np.maximum(p_true, rival)  # soft vote's confidence
+        tie_p = p_true.ravel().take(ties)
+        major_right.ravel()[ties] = tie_p > tie_rival
+        # Near-ties (exact ties included, where the lowest index wins) and confidences near a
+        # bin edge: redone exactly.
+        gap = np.abs(p_true - rival)
+        near = gap <= tol * conf
+        near.ravel()[ties] |= np.abs(tie_p - tie_rival) <= tol * np.maximum(tie_p, tie_rival)
+        edge = conf * np.float32(n_bins)
+        np.abs(edge - np.rint(edge), out=gap)
+        near |= gap <= tol * edge
+        _exact_fixup(pool, subsets[sl], near, soft_right, major_right, conf, p_true)
         out["majority"][sl] = major_right.mean(axis=1)
         out["soft"][sl] = soft_right.mean(axis=1)
-        out["oracle"][sl] = ((w @ pool["right"]) > 0).mean(axis=1)
-        p_true = w @ pool["p_true"]
-        p_true /= np.float32(k)
-        out["nll"][sl] = -np.log(np.maximum(p_true.astype(np.float64), NLL_FLOOR)).mean(axis=1)
+        out["oracle"][sl] = (n_right > 0).mean(axis=1)
+        log_p = np.log(np.maximum(p_true, NLL_FLOOR, dtype=np.float64))
+        out["nll"][sl] = -log_p.mean(axis=1)
         out["ece"][sl] = calibration_error(conf, soft_right, n_bins)
         wd = w.astype(np.float64)
         out["disagreement"][sl] = (((wd @ pool["disagree"]) * wd).sum(axis=1) / (k * (k - 1))
@@ -201,8 +232,35 @@ def _scores(pool: dict, subsets: np.ndarray, n_bins: int, chunk_elements: int) -
     return out
 
 
+def _exact_fixup(pool: dict, subsets: np.ndarray, near: np.ndarray, soft_right: np.ndarray,
+                 major_right: np.ndarray, conf: np.ndarray, p_true: np.ndarray) -> None:
+    """Redo the (subset, face) pairs marked ``near`` as soft_vote/majority_vote do (in place).
+
+    The means are summed member by member in ascending order in float32, as
+    ``probs[subset].mean(axis=0)`` does, so near-ties resolve exactly as in those functions.
+    """
+    flat = np.flatnonzero(near)
+    if len(flat) == 0:
+        return
+    rows, faces = np.divmod(flat, near.shape[1])
+    members, labels, c = subsets[rows], pool["labels"][faces], pool["c"]
+    mean = pool["raw"][members[:, 0], faces].copy()  # (F, C)
+    counts = np.zeros((len(rows), c), dtype=np.int64)
+    at = np.arange(len(rows))
+    counts[at, pool["raw_votes"][members[:, 0], faces]] += 1
+    for j in range(1, members.shape[1]):
+        mean += pool["raw"][members[:, j], faces]
+        counts[at, pool["raw_votes"][members[:, j], faces]] += 1
+    mean /= np.float32(members.shape[1])
+    soft_right[rows, faces] = mean.argmax(axis=1) == labels
+    tied = np.where(counts == counts.max(axis=1, keepdims=True), mean, -np.inf)
+    major_right[rows, faces] = tied.argmax(axis=1) == labels
+    conf[rows, faces] = mean.max(axis=1)
+    p_true[rows, faces] = mean[at, labels]
+
+
 def subset_scores(probs: np.ndarray, labels: np.ndarray, subsets: np.ndarray, n_bins: int = 15,
-                  chunk_elements: int = 2_000_000) -> dict[str, np.ndarray]:
+                  chunk_elements: int = 1_000_000) -> dict[str, np.ndarray]:
     """Scores of many equal-size ensembles drawn from one pool, vectorised over the ensembles.
 
     Args:
@@ -211,7 +269,8 @@ def subset_scores(probs: np.ndarray, labels: np.ndarray, subsets: np.ndarray, n_
         subsets: int ``(S, k)`` member indices, k distinct members per row (e.g. :func:`k_subsets`).
         n_bins: equal-width confidence bins for the ECE.
         chunk_elements: subsets are scored in chunks of about this many (subset, class, face)
-            values, bounding memory to ~50 bytes each (default ~100 MB).
+            values, bounding memory to ~10 bytes each (default ~10 MB, ~40 subsets of 3,589
+            faces).
     Returns: dict of float64 ``(S,)``, one value per ensemble:
         ``majority``, ``soft``: accuracy in [0, 1] of the majority vote (tie rule of
         :func:`majority_vote`: most member votes; among tied classes the highest mean
@@ -231,7 +290,8 @@ def subset_scores(probs: np.ndarray, labels: np.ndarray, subsets: np.ndarray, n_
     disagreement.
     """
     pool = _pool(probs, labels)
-    return _scores(pool, _check_subsets(subsets, pool["m"]), n_bins, chunk_elements)
+    with _one_blas_thread():
+        return _scores(pool, _check_subsets(subsets, pool["m"]), n_bins, chunk_elements)
 
 
 def _check_subsets(subsets: np.ndarray, m: int) -> np.ndarray:
@@ -280,7 +340,8 @@ def size_curve(probs: np.ndarray, labels: np.ndarray, max_subsets: int = 200, se
     rows = []
     for k in range(1, pool["m"] + 1):
         subsets = k_subsets(pool["m"], k, max_subsets, seed)
-        sc = _scores(pool, subsets, n_bins, 2_000_000)
+        with _one_blas_thread():
+            sc = _scores(pool, subsets, n_bins, 1_000_000)
         rows.append(dict(k=k, subsets=len(subsets), exhaustive=len(subsets) == math.comb(pool["m"], k),
                          **{name: _stats(sc[name]) for name in ("majority", "soft", "oracle", "nll", "ece")},
                          disagreement=_stats(sc["disagreement"]) if k > 1 else None))

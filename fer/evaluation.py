@@ -1,4 +1,5 @@
-"""Evaluate a run on a split: member accuracies, majority and soft vote, confusion matrix."""
+"""Evaluate a run on a split: member accuracies, majority and soft vote, confusion matrix,
+per-class precision/recall/F1, and the ensemble size curve."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fer.ensemble import accuracy, majority_vote, member_accuracies, member_split, soft_vote, member_seed
+from fer.ensemble import (accuracy, majority_vote, member_accuracies, member_seed, member_split, size_curve,
+                          soft_vote)
 from fer.errors import RunDirError
-from fer.metrics import confusion_matrix
+from fer.labels import CLASS_NAMES
+from fer.metrics import confusion_matrix, per_class_scores
 from fer.runs import Run
 
 
@@ -50,9 +53,17 @@ def split_predictions(run: Run, split: str, data: str | None = None, recompute: 
     return pred
 
 
-def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: bool = False) -> dict:
+def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: bool = False,
+                 max_subsets: int = 200, seed: int = 0, curve: bool = True) -> dict:
     """JSON-ready report: run, split, n, member_ids, members (accuracies), majority, soft,
-    confusion (7x7 counts of the majority vote, rows = true class, columns = predicted)."""
+    confusion (7x7 counts of the majority vote, rows = true class, columns = predicted),
+    per_class (list of 7 dicts: class, precision, recall, f1, support of the majority vote;
+    :func:`fer.metrics.per_class_scores`) and size_curve (:func:`fer.ensemble.size_curve` with
+    ``max_subsets`` ensembles per size k and ``seed``: per k, mean/std/min/max of majority and
+    soft accuracy, oracle, disagreement, nll, ece; ~0.7 s CPU for 25 members on 3,589 faces,
+    None with ``curve=False``). On ``validation`` (faces differ per member) the ensemble fields
+    are None. Raises RunDirError when the stored predictions are not probabilities.
+    """
     run = Run(Path(run_dir))
     pred = split_predictions(run, split, data, recompute)
     probs, labels = pred["probs"], pred["labels"]
@@ -60,9 +71,18 @@ def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: 
         accs = [float(np.mean(np.nanargmax(p[~np.isnan(p[:, 0])], 1) == labels[~np.isnan(p[:, 0])]))
                 for p in probs]
         return dict(run=run.id, split=split, n=int(len(labels)), member_ids=pred["members"].tolist(),
-                    members=accs, majority=None, soft=None, confusion=None,
-                    note="validation faces differ per member: no ensemble vote")
+                    members=accs, majority=None, soft=None, confusion=None, per_class=None,
+                    size_curve=None, note="validation faces differ per member: no ensemble vote")
     maj = majority_vote(probs)
+    scores = per_class_scores(labels, maj)
+    per_class = [{"class": name, "precision": float(scores["precision"][i]),
+                  "recall": float(scores["recall"][i]), "f1": float(scores["f1"][i]),
+                  "support": int(scores["support"][i])} for i, name in enumerate(CLASS_NAMES)]
+    try:
+        rows = size_curve(probs, labels, max_subsets, seed) if curve else None
+    except ValueError as e:
+        raise RunDirError(f"{run.path}: predictions for {split!r}: {e}") from e
     return dict(run=run.id, split=split, n=int(len(labels)), member_ids=pred["members"].tolist(),
                 members=member_accuracies(probs, labels).tolist(), majority=accuracy(maj, labels),
-                soft=accuracy(soft_vote(probs), labels), confusion=confusion_matrix(labels, maj).tolist())
+                soft=accuracy(soft_vote(probs), labels), confusion=confusion_matrix(labels, maj).tolist(),
+                per_class=per_class, size_curve=rows)

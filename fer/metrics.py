@@ -77,36 +77,40 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.maximum(p, NLL_FLOOR)).mean())
 
 
-def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    """Bin of each float64 confidence: ceil(n_bins * conf) - 1, so bin m is (m/B, (m+1)/B]."""
-    b = np.ceil(conf * n_bins).astype(np.intp)
-    b -= 1
-    return np.clip(b, 0, n_bins - 1, out=b)
+def _binned(confidence: np.ndarray, correct: np.ndarray, n_bins: int):
+    """Per-(row, bin) flat index (rows * N,) intp, float confidence, bool correct, rows, N.
 
-
-def _binned(conf: np.ndarray, correct: np.ndarray, n_bins: int):
-    """Flattened per-(row, bin) index, rows, N and edges for batched binning (ValueError on shapes)."""
-    conf = np.asarray(conf, dtype=np.float64)
+    The bin of a confidence c is ceil(B c) - 1 (in c's float dtype: float32 or float64),
+    clipped to 0..B-1: bin m holds (m/B, (m+1)/B]. Raises ValueError on mismatched shapes,
+    N = 0 or n_bins < 1.
+    """
+    conf = np.asarray(confidence)
     correct = np.asarray(correct, dtype=bool)
     if conf.shape != correct.shape or conf.ndim < 1 or conf.shape[-1] == 0 or n_bins < 1:
         raise ValueError(f"confidence {conf.shape} and correct {correct.shape} must share a "
                          f"shape (..., N) with N > 0, and n_bins ({n_bins}) must be >= 1")
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
     rows, n = conf.size // conf.shape[-1], conf.shape[-1]
-    flat = _bin_index(conf, n_bins).reshape(rows, n) + (np.arange(rows) * n_bins)[:, None]
-    return flat.ravel(), conf, correct, rows, n, edges
+    if conf.dtype not in (np.float32, np.float64):
+        conf = conf.astype(np.float64)
+    t = np.multiply(conf, conf.dtype.type(n_bins)).reshape(rows, n)
+    np.ceil(t, out=t)
+    np.clip(t, 1, n_bins, out=t)
+    b = t.astype(np.intp)
+    b += (np.arange(rows) * n_bins - 1)[:, None]  # row offset, and ceil - 1
+    return b.ravel(), conf, correct, rows, n
 
 
 def calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> np.ndarray:
     """Expected calibration error, batched over leading axes: float64 ``(...)`` in [0, 1].
 
-    Args: as :func:`calibration_bins`. ECE = sum over bins m of |B_m|/N * |acc(B_m) - conf(B_m)|
-    = sum_m |sum over faces in B_m of (correct - confidence)| / N.
+    Args: as :func:`calibration_bins`. ECE = sum over bins m of |B_m|/N * |acc(B_m) - conf(B_m)|,
+    computed as sum_m |sum over faces in B_m of (correct - confidence)| / N.
     Raises ValueError as :func:`calibration_bins`.
     Source: Guo et al. 2017, "On Calibration of Modern Neural Networks", arXiv:1706.04599, eq. 3.
     """
-    flat, conf, correct, rows, n, _ = _binned(confidence, correct, n_bins)
-    gap = np.bincount(flat, weights=(correct - conf).ravel(), minlength=rows * n_bins)
+    flat, conf, correct, rows, n = _binned(confidence, correct, n_bins)
+    gap = np.bincount(flat, weights=np.subtract(correct, conf, dtype=np.float64).ravel(),
+                      minlength=rows * n_bins)
     return np.abs(gap.reshape(*conf.shape[:-1], n_bins)).sum(axis=-1) / n
 
 
@@ -119,21 +123,21 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
         ``(..., n_bins)``; ``confidence`` and ``accuracy`` float64 ``(..., n_bins)``, the mean
         confidence and the fraction correct of the faces in each bin (NaN for an empty bin);
         ``ece`` float64 ``(...)``, :func:`calibration_error`. Bin m holds the confidences in
-        (m/B, (m+1)/B] as in the paper (computed as ceil(B * conf) - 1 in float64); a
-        confidence of exactly 0 goes to the first bin.
+        (m/B, (m+1)/B] as in the paper (computed as ceil(B * conf) - 1 in the confidence's
+        float dtype); a confidence of exactly 0 goes to the first bin.
     Raises ValueError on mismatched shapes, N = 0 or n_bins < 1.
     Source: Guo et al. 2017, "On Calibration of Modern Neural Networks", arXiv:1706.04599,
     section 2 (reliability diagrams) and eq. 3.
     """
-    flat, conf, correct, rows, _, edges = _binned(confidence, correct, n_bins)
+    flat, conf, correct, rows, _ = _binned(confidence, correct, n_bins)
     size, shape = rows * n_bins, (*conf.shape[:-1], n_bins)
     count = np.bincount(flat, minlength=size).reshape(shape)
-    conf_sum = np.bincount(flat, weights=conf.ravel(), minlength=size).reshape(shape)
+    conf_sum = np.bincount(flat, weights=conf.ravel().astype(np.float64), minlength=size).reshape(shape)
     right = np.bincount(flat, weights=correct.ravel(), minlength=size).reshape(shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf, acc = conf_sum / count, right / count
-    return dict(edges=edges, count=count.astype(np.int64), confidence=mean_conf, accuracy=acc,
-                ece=calibration_error(conf, correct, n_bins))
+    return dict(edges=np.linspace(0.0, 1.0, n_bins + 1), count=count.astype(np.int64),
+                confidence=mean_conf, accuracy=acc, ece=calibration_error(conf, correct, n_bins))
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> dict[str, np.ndarray]:
