@@ -174,6 +174,10 @@ class Run:
         """Ask the worker to finish its current batch, save and stop."""
         atomic_write_bytes(self.path / "stop.request", b"stop\n")
 
+    def stop_requested(self) -> bool:
+        """True while a Stop is pending: requested, not yet acted on by the worker."""
+        return (self.path / "stop.request").exists()
+
 
 def list_runs(roots: list[Path] | None = None) -> list[Run]:
     """Runs under ``roots`` (default: user runs, then shipped), newest first within each root."""
@@ -292,7 +296,7 @@ def pack_run(run_dir: Path, half: bool = True) -> dict:
         if half:
             tensors = {k: (v.half() if v.dtype == torch.float32 else v) for k, v in tensors.items()}
         save_tensors(p, tensors, meta)
-    for name in ("worker.log", "stop.request"):
+    for name in ("worker.log", "stop.request", "worker.lock"):
         (run.path / name).unlink(missing_ok=True)
     st = read_json(run.path / "status.json", {})
     atomic_write_json(run.path / "status.json", {k: st.get(k) for k in ("state", "members", "epochs",

@@ -12,10 +12,12 @@ where it stopped, and the same seed gives the same numbers on the same machine.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import io
 import json
 import math
 import os
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -339,18 +341,65 @@ def load_member_state(path: Path, cfg: TrainConfig) -> tuple[nn.Module, torch.op
 
 # ---------------------------------------------------------------- the worker
 class _Heartbeat:
-    """Writes status.json at most every ``period`` seconds (and on demand)."""
+    """status.json writer: on demand from the training loop, and every ``period`` seconds from a
+    background thread, so a worker busy loading a 300 MB CSV or predicting still looks alive."""
 
-    def __init__(self, run: Run, period: float = 1.0):
-        self.run, self.period, self.last, self.info = run, period, 0.0, {}
+    def __init__(self, run: Run, period: float = 2.0):
+        self.run, self.period, self.info = run, period, {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="heartbeat")
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self._write()
+            except FerError:
+                pass  # a full disk: the training loop's own write raises and reports it
+
+    def _write(self) -> None:
+        with self._lock:
+            atomic_write_json(self.run.path / "status.json",
+                              dict(self.info, pid=os.getpid(), heartbeat=time.time()))
 
     def beat(self, force: bool = False, **info) -> None:
-        self.info.update(info)
-        now = time.time()
-        if force or now - self.last >= self.period:
-            self.last = now
-            atomic_write_json(self.run.path / "status.json",
-                              dict(self.info, pid=os.getpid(), heartbeat=now))
+        """Update the status fields; write now when ``force`` (state changes)."""
+        with self._lock:
+            self.info.update(info)
+        if force:
+            self._write()
+
+
+class _WorkerLock:
+    """An exclusive ``flock`` on ``<run>/worker.lock``: one worker per run, whatever the status
+    file says (released by the kernel when the worker dies, even by SIGKILL)."""
+
+    def __init__(self, run: Run):
+        self.path = run.path / "worker.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_WorkerLock":
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            os.close(self.fd)
+            raise RunDirError(f"{self.path.parent}: another worker is already training this run") from e
+        except OSError as e:
+            raise RunDirError(f"{self.path.parent}: cannot lock the run ({e.strerror or e})") from e
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def store_member_predictions(run: Run, ds: FaceDataset, member: int, model: nn.Module) -> None:
@@ -410,7 +459,12 @@ def run_training(run_dir: Path, progress: bool = True, dataset: FaceDataset | No
     """
     run = Run(Path(run_dir))
     cfg = TrainConfig.from_dict(run.config(), where=str(run.path / "config.json"))
-    hb = _Heartbeat(run)
+    with _WorkerLock(run), _Heartbeat(run) as hb:
+        return _train_members(run, cfg, hb, progress, dataset)
+
+
+def _train_members(run: Run, cfg: TrainConfig, hb: _Heartbeat, progress: bool,
+                   dataset: FaceDataset | None) -> dict:
     stop_file = run.path / "stop.request"
     hb.beat(force=True, state="running", phase="loading data", members=cfg.members,
             epochs=cfg.epochs, started=time.time(), error=None)

@@ -116,12 +116,19 @@ def test_sigkill_mid_run_then_resume_loses_no_finished_epoch(tmp_path, tiny_csv)
 
 
 def test_second_worker_on_a_running_run_is_refused(tmp_path, tiny_csv):
-    run = make_run(tmp_path, tiny_csv, "d", members=1, epochs=2)
+    run = make_run(tmp_path, tiny_csv, "d", members=1, epochs=8)
     start_worker(run.path)
     from fer.errors import RunDirError
 
     with pytest.raises(RunDirError, match="already training"):
         start_worker(run.path)
+    # Even past the status check (a stale or hand-edited status.json), the run's lock refuses
+    # a second worker, and the refused one leaves the status alone.
+    wait_for(lambda: (run.path / "worker.lock").exists(), 60, "the worker's lock")
+    time.sleep(1.0)
+    with pytest.raises(RunDirError, match="another worker is already training"):
+        run_training(run.path, progress=False)
+    assert run.status()["state"] == "running"
     wait_for(lambda: run.status()["state"] == "done", 120, "run to finish")
 
 
