@@ -15,8 +15,8 @@ from pages import ui
 # file, title, icon, what a student finds there (the home page lists these; tests walk them)
 PAGES: list[tuple[str, str, str, str]] = [
     ("pages/train.py", "Train", ":material/model_training:",
-     "Train an ensemble of small CNNs and watch the learning curves of every member live; "
-     "then see how much the majority and soft votes gain over a single member."),
+     ("Train an ensemble of small CNNs and watch the learning curves of every member live; "
+      "then see how much the majority and soft votes gain over a single member.")),
 ]
 
 
@@ -46,10 +46,12 @@ def home() -> None:
         run = ui.current_run()
         st.markdown(f"`{ui.run_label(run)}`" if run else "No run yet: start one on the Train page.")
     st.markdown(
-        "**How to start.** 1. Pick a dataset in the sidebar: the built-in synthetic faces work at "
-        "once; for the real FER2013, type the path of your `fer2013.csv`. "
+        "**How to start**\n"
+        "1. Pick a dataset in the sidebar: the built-in synthetic faces work at once; for the real "
+        "FER2013, type the path of your `fer2013.csv`.\n"
         "2. On **Train**, start a small ensemble (3 members × 5 epochs takes minutes on a laptop) "
-        "and watch it learn. 3. Open the other pages to look inside the trained members.")
+        "and watch it learn.\n"
+        "3. Open the other pages to look inside the trained members.")
     st.subheader("Pages")
     for file, title, icon, blurb in PAGES:
         st.page_link(file, label=title, icon=icon)
@@ -80,7 +82,7 @@ def sidebar() -> None:
             labels = {r.id: ui.run_label(r) for r in runs}
             picked = st.selectbox("Run", ids, key=ui.RUN_KEY, format_func=labels.get,
                                   help="Runs you trained (newest first), then runs shipped with "
-                                       "the app. Label: run id · owner · state · members finished.")
+                                       "the app. Label: run id · owner · state · members done.")
             st.caption(labels[picked].split(" · ", 1)[1])
         else:
             st.caption("No runs yet: start one on the Train page.")

@@ -9,7 +9,14 @@ import streamlit as st
 from fer.labels import SPLIT_TITLES
 from fer.models import list_models
 from fer.runs import new_run_dir, start_worker
-from fer.training import AUGMENTS, PRECISIONS, SCHEDULES, TrainConfig, create_run, dataset_fields
+from fer.training import (
+    AUGMENTS,
+    PRECISIONS,
+    SCHEDULES,
+    TrainConfig,
+    create_run,
+    dataset_fields,
+)
 from pages import ui
 
 ui.require_frame()
@@ -62,6 +69,9 @@ with st.container(border=True):
         st.dataframe(summary, hide_index=True, width="stretch")
         st.caption("Output C×H×W: channels × height × width after the layer. Receptive field: "
                    "how many input pixels (per side) one output value of the layer can see.")
+    if busy := ui.training_now():
+        st.caption(f"Already training: {', '.join(busy)}. A second run would share the CPU with "
+                   "it, and both would go slower.")
     if st.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
         source = ui.save_upload(upload) if upload else ui.data_source()
         ds = ui.load(source)
@@ -87,16 +97,17 @@ mode = ui.run_mode(run.status())  # "running" while a worker owns the run
 st.subheader(f"Run {run.id}" + (" (shipped with the app)" if run.shipped else ""))
 st.markdown(ui.config_line(cfg))
 st.caption("Open another run with the sidebar's run picker.")
-if not run.shipped and mode == "running":
-    if st.button("Stop", key="stop", icon=":material/stop:",
-                 help="The worker finishes its current batch, saves, and stops. Resume later."):
-        run.request_stop()
-        st.toast("Stop requested: the worker finishes its current batch and saves.")
-elif not run.shipped and mode in ("new", "stopped", "interrupted", "failed"):
-    if st.button("Resume" if mode != "new" else "Start worker", key="resume", type="primary",
-                 icon=":material/play_arrow:", help="Continue training where it stopped."):
-        start_worker(run.path)
-        st.rerun()
+can_stop = not run.shipped and mode == "running"
+can_resume = not run.shipped and mode in ("new", "stopped", "interrupted", "failed")
+if can_stop and st.button("Stop", key="stop", icon=":material/stop:",
+                          help="The worker finishes its current batch, saves, and stops."):
+    run.request_stop()
+    st.toast("Stop requested: the worker finishes its current batch and saves.")
+if can_resume and st.button("Resume" if mode != "new" else "Start worker", key="resume",
+                            type="primary", icon=":material/play_arrow:",
+                            help="Continue training where it stopped."):
+    start_worker(run.path)
+    st.rerun()
 
 
 def draw_ensemble(run, cfg: dict) -> None:
@@ -114,7 +125,7 @@ def draw_ensemble(run, cfg: dict) -> None:
             gain = f"{rep[vote] - max(rep['members']):+.1%} vs best member" if n_voters > 1 else None
             next(cols).metric(f"{vote.capitalize()} vote · {SPLIT_TITLES[split]}", f"{rep[vote]:.1%}", gain)
     st.dataframe(ui.accuracy_table(reports), hide_index=True,
-                 column_config={SPLIT_TITLES[s]: st.column_config.NumberColumn(format="percent")
+                 column_config={f"{SPLIT_TITLES[s]} (%)": st.column_config.NumberColumn(format="%.1f")
                                 for s in reports})
     alone = " One member's vote is just its own answer: train 3 or more to see the gain." \
         if n_voters == 1 else ""
@@ -132,15 +143,20 @@ def live_view(run, drawn_mode: str) -> None:
         status, metrics, finished = run.status(), run.metrics(), run.finished_members()
         if ui.run_mode(status) != drawn_mode:
             st.rerun()  # the state changed: redraw the buttons above and stop or start polling
-        kind, sentence = ui.describe_status(status, cfg, len(metrics))
+        kind, sentence = ui.describe_status(status, cfg, len(metrics), run.stop_requested())
         getattr(st, kind)(sentence)
+        if status.get("traceback"):
+            with st.expander("Traceback (a bug in the app: please report it)"):
+                st.code(status["traceback"], language="text")
         overall, in_epoch = ui.progress(status, cfg, len(metrics))
         st.progress(overall, text=f"All members: {len(metrics)} of {cfg['members'] * cfg['epochs']} "
                                   f"epochs finished")
-        if drawn_mode == "running" and status.get("phase") == "training":
-            st.progress(in_epoch, text=f"Current epoch: {status.get('batch', 0)} of "
-                                       f"{status.get('n_batches', '?')} batches")
+        if drawn_mode == "running" and status.get("n_batches") and status.get("phase") == "training":
+            st.progress(in_epoch, text=f"Current epoch: {status['batch']} of {status['n_batches']} "
+                                       "batches")
 
+        if not metrics:
+            st.caption("The curves start when member 1 has finished its first epoch.")
         curves = ui.curves(metrics)
         left, right = st.columns(2)
         left.altair_chart(ui.curve_chart(curves, "loss", cfg["epochs"]), width="stretch")
@@ -151,7 +167,7 @@ def live_view(run, drawn_mode: str) -> None:
 
         st.markdown("**Members**")
         st.dataframe(ui.member_table(metrics, cfg, finished, status), hide_index=True,
-                     column_config={"best val acc": st.column_config.NumberColumn(format="percent"),
+                     column_config={"best val acc (%)": st.column_config.NumberColumn(format="%.1f"),
                                     "seconds": st.column_config.NumberColumn(format="%.1f")})
         draw_ensemble(run, cfg)
 

@@ -30,13 +30,14 @@ from fer.runs import Run, atomic_write_bytes, list_runs, pid_alive, user_runs_ro
 
 DATA_KEY = "data_source"      # session-state key of the sidebar's dataset field
 RUN_KEY = "run_id"            # session-state key of the sidebar's run picker
-_PENDING = "_pending_picks"   # picks requested by a page, applied before the pickers are drawn
-_FRAME_RETRY = "_frame_retry"
-_frame = threading.local()     # .active: this script run entered through streamlit_app.py
 POLL_S = 1.5                  # seconds between live refreshes while a worker trains
-TEST_SPLITS = ("public_test", "private_test")
 BUSY_SILENCE_S = 600.0        # a silent worker whose process exists counts as busy this long
+TEST_SPLITS = ("public_test", "private_test")
 SYNTHETIC_NOTE = "Synthetic faces (embedded default) — not real FER2013 data"
+
+_PENDING = "_pending_picks"   # picks requested by a page, applied before the pickers are drawn
+_FRAME_RETRY = "_frame_retry" # require_frame has rerun once for this session
+_frame = threading.local()    # .active: this script run entered through streamlit_app.py
 
 
 # ---------------------------------------------------------------- the error guard
@@ -165,6 +166,11 @@ def default_run_id(runs: list[Run]) -> str | None:
     return runs[0].id if runs else None
 
 
+def training_now() -> list[str]:
+    """Ids of the user runs a worker is training right now (they share the machine's CPU)."""
+    return [r.id for r in list_runs() if not r.shipped and _state(r) == "running"]
+
+
 def _state(run: Run) -> str:
     try:
         return run.status().get("state", "new")
@@ -173,14 +179,14 @@ def _state(run: Run) -> str:
 
 
 def run_label(run: Run) -> str:
-    """``<id> · yours|shipped · <state> · k/M members`` for the run picker."""
+    """``<id> · yours|shipped · <state> · k/M members done`` for the run picker."""
     owner = "shipped" if run.shipped else "yours"
     try:
         members = run.config().get("members", "?")
         done = len(run.finished_members())
     except FerError:
         return f"{run.id} · {owner} · unreadable"
-    return f"{run.id} · {owner} · {_state(run)} · {done}/{members} members"
+    return f"{run.id} · {owner} · {_state(run)} · {done}/{members} members done"
 
 
 # ---------------------------------------------------------------- cached loaders
@@ -277,9 +283,13 @@ def run_mode(status: dict) -> str:
     return "running" if worker_busy(status) else status.get("state", "new")
 
 
-def describe_status(status: dict, cfg: dict, epochs_logged: int) -> tuple[str, str]:
-    """(kind, sentence) for a run's status; kind is info / success / warning / error."""
+def describe_status(status: dict, cfg: dict, epochs_logged: int, stopping: bool = False) -> tuple[str, str]:
+    """(kind, sentence) for a run's status; kind is info / success / warning / error.
+    ``stopping``: a Stop is pending (:meth:`fer.runs.Run.stop_requested`)."""
     state, phase = status.get("state", "new"), status.get("phase")
+    where = (f"member {int(status.get('member') or 0) + 1} of {cfg['members']}, epoch "
+             f"{int(status.get('epoch') or 0) + 1} of {cfg['epochs']}, batch {status.get('batch', 0)}"
+             f" of {status.get('n_batches', '?')}")
     if state == "interrupted" and worker_busy(status):
         silent = time.time() - float(status.get("heartbeat") or 0)
         return "warning", (f"No sign of life from the training process for {silent:.0f} s, but it "
@@ -290,6 +300,8 @@ def describe_status(status: dict, cfg: dict, epochs_logged: int) -> tuple[str, s
     if state == "running":
         age = time.time() - float(status.get("heartbeat") or time.time())
         beat = f" (last update {age:.0f} s ago)"
+        if stopping:
+            return "warning", f"Stopping: the worker finishes its current batch and saves…{beat}"
         if phase in ("starting", "loading data", None):
             return "info", f"Starting: the training process is loading the data…{beat}"
         if phase == "predicting":
@@ -300,8 +312,8 @@ def describe_status(status: dict, cfg: dict, epochs_logged: int) -> tuple[str, s
     if state == "done":
         return "success", f"Done: all {members} member(s) trained for {epochs} epoch(s)."
     if state == "stopped":
-        return "warning", (f"Stopped (on request) after {epochs_logged} of {members * epochs} "
-                           f"epochs. Resume continues exactly where it stopped.")
+        return "warning", (f"Stopped on request in {where} ({epochs_logged} of {members * epochs} "
+                           "epochs finished). Resume continues exactly where it stopped.")
     if state == "interrupted":
         return "warning", ("Interrupted: the training process is gone (it crashed, was killed, or "
                            "the machine restarted) — its last sign of life was "
@@ -322,21 +334,24 @@ def progress(status: dict, cfg: dict, epochs_logged: int) -> tuple[float, float]
 
 
 def member_table(metrics: list[dict], cfg: dict, finished: list[int], status: dict) -> pd.DataFrame:
-    """One row per member: member, seed, state, best val acc, best epoch, epochs done, seconds."""
+    """One row per member: member, seed, state, best val acc (%), best epoch, epochs done, seconds."""
     df = pd.DataFrame(metrics, columns=["member", "seed", "epoch", "val_acc", "seconds"])
+    current = int(status.get("member") or 0)
     rows = []
     for m in range(cfg["members"]):
         recs = df[df["member"] == m]
         if m in finished:
             state = "done"
-        elif worker_busy(status) and int(status.get("member") or 0) == m:
+        elif m == current and worker_busy(status):
             state = "predicting" if status.get("phase") == "predicting" else "training"
+        elif m == current and status.get("state") in ("stopped", "interrupted", "failed"):
+            state = status["state"]
         else:
-            state = "waiting" if recs.empty else "paused"
+            state = "waiting"
         best = recs.loc[recs["val_acc"].idxmax()] if not recs.empty else None
         rows.append({
             "member": m, "seed": cfg["base_seed"] + m, "state": state,
-            "best val acc": None if best is None else float(best["val_acc"]),
+            "best val acc (%)": None if best is None else 100 * float(best["val_acc"]),
             "best epoch": None if best is None else int(best["epoch"]),
             "epochs done": f"{len(recs)}/{cfg['epochs']}",
             "seconds": float(recs["seconds"].sum()),
@@ -345,14 +360,14 @@ def member_table(metrics: list[dict], cfg: dict, finished: list[int], status: di
 
 
 def accuracy_table(reports: dict[str, dict]) -> pd.DataFrame:
-    """Rows majority vote, soft vote, member k…; one column per split title (accuracy 0..1)."""
+    """Rows majority vote, soft vote, member k…; one column per split title (accuracy in %)."""
     table: dict[str, dict[str, float]] = {}
     for split, rep in reports.items():
-        col = SPLIT_TITLES[split]
-        table.setdefault("majority vote", {})[col] = rep["majority"]
-        table.setdefault("soft vote", {})[col] = rep["soft"]
+        col = f"{SPLIT_TITLES[split]} (%)"
+        table.setdefault("majority vote", {})[col] = 100 * rep["majority"]
+        table.setdefault("soft vote", {})[col] = 100 * rep["soft"]
         for m, acc in zip(rep["member_ids"], rep["members"]):
-            table.setdefault(f"member {m}", {})[col] = acc
+            table.setdefault(f"member {m}", {})[col] = 100 * acc
     return pd.DataFrame.from_dict(table, orient="index").rename_axis("who votes").reset_index()
 
 
@@ -377,7 +392,8 @@ def curve_chart(df: pd.DataFrame, measure: str, epochs: int) -> alt.LayerChart:
         y=alt.Y(f"{measure}:Q", title=measure,
                 scale=alt.Scale(domain=[0, 1]) if acc else alt.Scale(zero=False),
                 axis=alt.Axis(format="%") if acc else alt.Axis()),
-        color=alt.Color("member:N", title="member"),
+        color=alt.Color("member:N", title="member",
+                        scale=alt.Scale(scheme="tableau10" if df["member"].nunique() <= 10 else "tableau20")),
         tooltip=[alt.Tooltip("member:N"), alt.Tooltip("curve:N", title="faces"),
                  alt.Tooltip("epoch:Q"), alt.Tooltip(f"{measure}:Q", format=".1%" if acc else ".3f")],
     )
