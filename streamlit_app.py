@@ -1,6 +1,6 @@
 """FER Ensemble Lab — the frame: page config, sidebar pickers (dataset, run), navigation, home.
 
-Run with ``streamlit run streamlit_app.py``. Pages live in ``pages/`` and only draw; everything
+Run with ``streamlit run streamlit_app.py``. Pages live in ``app_pages/`` and only draw; everything
 they show is computed by the ``fer`` package. Add a page by adding a row to ``PAGES``.
 """
 
@@ -10,13 +10,19 @@ import streamlit as st
 
 from fer.errors import FerError
 from fer.runs import list_runs
-from pages import ui
+from app_pages import ui
 
 # file, title, icon, what a student finds there (the home page lists these; tests walk them)
 PAGES: list[tuple[str, str, str, str]] = [
-    ("pages/train.py", "Train", ":material/model_training:",
+    ("app_pages/train.py", "Train", ":material/model_training:",
      ("Train an ensemble of small CNNs and watch the learning curves of every member live; "
       "then see how much the majority and soft votes gain over a single member.")),
+    ("app_pages/ensemble_size.py", "Ensemble size", ":material/stacked_line_chart:",
+     ("Does a 15-member ensemble beat 9? Accuracy against the number of members, from one "
+      "trained pool, with error bars, calibration and the oracle.")),
+    ("app_pages/architecture.py", "Architecture", ":material/account_tree:",
+     ("The model layer by layer: output shapes, parameters, receptive fields; the conv "
+      "output-size rule and the BatchNorm and softmax gradients checked against autograd.")),
 ]
 
 

@@ -71,7 +71,7 @@ def frame():
 def require_frame() -> None:
     """First line of every page file: make sure the page runs inside ``streamlit_app.py``.
 
-    Streamlit keeps a legacy multipage mode for apps with a folder named ``pages/``: until the
+    Streamlit keeps a legacy multipage mode for apps with a folder named ``app_pages/``: until the
     entrypoint has called ``st.navigation`` once in the server process, a page requested by URL
     (``/train`` right after a server start; every page run under AppTest) runs on its own, with
     no sidebar and no picks. Then switch that mode off and rerun: the entrypoint runs and opens

@@ -17,7 +17,7 @@ from fer.training import (
     create_run,
     dataset_fields,
 )
-from pages import ui
+from app_pages import ui
 
 ui.require_frame()
 st.title("Train an ensemble")
