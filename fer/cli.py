@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-
 from fer.errors import FerError
 
 
@@ -46,14 +45,22 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from fer.evaluation import evaluate_run
 
-    report = evaluate_run(Path(args.run_dir), args.split, data=args.data, recompute=args.recompute)
+    report = evaluate_run(Path(args.run_dir), args.split, data=args.data, recompute=args.recompute,
+                          max_subsets=args.subsets)
     if args.json:
         print(json.dumps(report))
     else:
         print(f"run {report['run']}  split {report['split']}  faces {report['n']}")
         for m, acc in zip(report["member_ids"], report["members"]):
             print(f"  member {m:2d}: {acc:.4f}")
-        print(f"  majority vote: {report['majority']:.4f}\n  soft vote:     {report['soft']:.4f}")
+        if report["majority"] is not None:
+            print(f"  majority vote: {report['majority']:.4f}\n  soft vote:     {report['soft']:.4f}")
+        if report.get("size_curve"):
+            print("   k  ensembles  majority (mean ± std)  soft (mean ± std)  oracle   ECE     NLL")
+            for r in report["size_curve"]:
+                print(f"  {r['k']:2d}  {r['subsets']:9d}  {r['majority']['mean']:.4f} ± {r['majority']['std']:.4f}"
+                      f"      {r['soft']['mean']:.4f} ± {r['soft']['std']:.4f}   {r['oracle']['mean']:.4f}"
+                      f"  {r['ece']['mean']:.4f}  {r['nll']['mean']:.4f}")
     return 0
 
 
@@ -62,6 +69,29 @@ def _pack(args: argparse.Namespace) -> int:
 
     sizes = pack_run(Path(args.run_dir), half=not args.fp32)
     print(f"packed {args.run_dir}: {sizes['bytes_before'] / 1e6:.1f} MB -> {sizes['bytes_after'] / 1e6:.1f} MB")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from fer.data import load_dataset
+    from fer.data.audit import audit
+
+    ds = load_dataset(args.data, unknown_classes="exclude" if args.exclude_unknown_classes else "refuse",
+                      ferplus=args.ferplus)
+    s = audit(ds, near_constant_std=args.std_threshold).summary
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    d = s["duplicates"]
+    print(f"dataset {s['dataset']}  rows {s['rows']}")
+    for split, c in s["class_counts"].items():
+        print(f"  {split:13s} " + "  ".join(f"{k} {v}" for k, v in c.items()))
+    print(f"  blank (all pixels equal): {s['blank']['count']}  rows {s['blank']['rows']}")
+    print(f"  near-constant (std < {s['thresholds']['near_constant_std']:g}): {s['near_constant']['count']}")
+    print(f"  duplicate groups {d['groups']} holding {d['rows']} rows ({d['redundant']} redundant), "
+          f"{d['conflicting_groups']} with conflicting labels, {d['cross_split_groups']} spanning splits")
+    for k, v in s["leakage"].items():
+        print(f"  leakage {k}: {v['count']} rows")
     return 0
 
 
@@ -94,12 +124,22 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--split", default="private_test",
                    choices=["train", "validation", "public_test", "private_test"])
     e.add_argument("--recompute", action="store_true", help="recompute predictions from weights (needs --data)")
+    e.add_argument("--subsets", type=int, default=200,
+                   help="size curve: ensembles scored per size k (all when fewer exist)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
     k = sub.add_parser("pack", help="make a finished run shippable (fp16 weights, no resume state)")
     k.add_argument("--run-dir", required=True)
     k.add_argument("--fp32", action="store_true", help="keep float32 weights")
     k.set_defaults(func=_pack)
+    a = sub.add_parser("audit", help="blank images, exact duplicates, cross-split leakage, class counts")
+    a.add_argument("--data", required=True, help="any dataset source load_dataset reads")
+    a.add_argument("--ferplus", default=None, help="FER+ fer2013new.csv to relabel a FER2013 CSV with")
+    a.add_argument("--exclude-unknown-classes", action="store_true",
+                   help="image folders: skip class folders FER2013 lacks (e.g. contempt) instead of refusing")
+    a.add_argument("--std-threshold", type=float, default=10.0, help="near-constant: pixel std below this")
+    a.add_argument("--json", action="store_true", help="print the audit summary as one JSON object")
+    a.set_defaults(func=_audit)
     args = p.parse_args(argv)
     try:
         return args.func(args)
