@@ -32,6 +32,7 @@ def _train(args: argparse.Namespace) -> int:
                           val_fraction=args.val_fraction, precision=args.precision,
                           augment=args.augment, schedule=args.schedule,
                           label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
+                          exclude_flagged=args.exclude_flagged,
                           **dataset_fields(ds))
         create_run(cfg, run_dir)
     status = run_training(run_dir, progress=not args.no_progress, dataset=ds)
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--augment", default="flip", choices=["none", "flip", "standard"])
     t.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
     t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--exclude-flagged", action="store_true",
+                   help="leave out train faces the audit flags (blank, conflicting duplicates, test copies)")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     t.add_argument("--no-progress", action="store_true", help="no tqdm bar (worker mode)")

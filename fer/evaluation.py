@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer.ensemble import (accuracy, majority_vote, member_accuracies, member_seed, member_split, size_curve,
-                          soft_vote)
+from fer.ensemble import (accuracy, majority_vote, member_accuracies, member_seed, member_split,
+                          member_vs_ensemble_reliability, size_curve, soft_vote)
 from fer.errors import RunDirError
 from fer.labels import CLASS_NAMES
 from fer.metrics import confusion_matrix, per_class_scores
@@ -45,10 +45,14 @@ def split_predictions(run: Run, split: str, data: str | None = None, recompute: 
         pred = run.predictions(base)
     if split == "validation":
         probs = np.full_like(pred["probs"], np.nan)
-        n_train = len(pred["labels"])
-        for i, m in enumerate(pred["members"]):
-            _, va = member_split(n_train, member_seed(cfg.base_seed, int(m)), cfg.val_fraction)
-            probs[i, va] = pred["probs"][i, va]
+        if "validation" in pred:  # written by the worker: exact even with excluded rows
+            held_out = pred["validation"].astype(bool)
+        else:
+            held_out = np.zeros(pred["probs"].shape[:2], bool)
+            for i, m in enumerate(pred["members"]):
+                _, va = member_split(len(pred["labels"]), member_seed(cfg.base_seed, int(m)), cfg.val_fraction)
+                held_out[i, va] = True
+        probs[held_out] = pred["probs"][held_out]
         pred = dict(pred, probs=probs)
     return pred
 
@@ -86,3 +90,36 @@ def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: 
                 members=member_accuracies(probs, labels).tolist(), majority=accuracy(maj, labels),
                 soft=accuracy(soft_vote(probs), labels), confusion=confusion_matrix(labels, maj).tolist(),
                 per_class=per_class, size_curve=rows)
+
+
+def member_reliability(run_dir: Path, split: str, member: int, n_bins: int = 15) -> dict:
+    """Reliability-diagram bins of one member and of the soft vote of all the run's finished
+    members on ``split`` (public_test / private_test / train).
+
+    Args: run_dir; split; member: the member's id in the run (0-based, as in ``config.json`` and
+        ``member_ids`` of :func:`evaluate_run`), not its position among the finished members;
+        n_bins equal-width confidence bins (15 as in Guo et al.).
+    Returns: dict(run, split, n faces, member, member_ids (the voting members, ascending),
+        member_bins, ensemble_bins), each bins dict as :func:`fer.metrics.reliability_bins`:
+        ``edges`` float64 (n_bins+1,), per bin ``count`` int64, mean ``confidence`` and
+        ``accuracy`` float64 (n_bins,) (NaN for an empty bin), ``ece`` float64 scalar in [0, 1].
+    Raises RunDirError for ``validation`` (each member holds out different faces, so there is no
+    ensemble to compare with), a member without predictions on the split, or stored predictions
+    that are not probabilities.
+    Source: Guo et al. 2017, "On Calibration of Modern Neural Networks", arXiv:1706.04599, fig. 1.
+    """
+    run = Run(Path(run_dir))
+    if split == "validation":
+        raise RunDirError(f"{run.path}: no reliability diagram on validation: each member holds out "
+                          f"different faces, so the members never vote on the same face")
+    pred = split_predictions(run, split)
+    ids = [int(m) for m in pred["members"]]
+    if member not in ids:
+        raise RunDirError(f"{run.path}: member {member} has no predictions on {split!r}; finished "
+                          f"members: {ids}")
+    try:
+        bins = member_vs_ensemble_reliability(pred["probs"], pred["labels"], ids.index(member), n_bins)
+    except ValueError as e:
+        raise RunDirError(f"{run.path}: predictions for {split!r}: {e}") from e
+    return dict(run=run.id, split=split, n=int(len(pred["labels"])), member=int(member), member_ids=ids,
+                member_bins=bins["member"], ensemble_bins=bins["ensemble"])

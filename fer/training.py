@@ -49,7 +49,9 @@ class TrainConfig:
     lr is Adam's learning rate; val_fraction the share of the train split each member holds out
     (its own, seeded); precision ``auto`` = bf16 autocast + channels_last on CPU/AMP on CUDA
     when available, ``fp32`` = plain float32; augment ``flip`` = random horizontal flip,
-    ``standard`` = flip + shift ±4 px + rotation ±10° + scale 0.9–1.1 (on whole batches).
+    ``standard`` = flip + shift ±4 px + rotation ±10° + scale 0.9–1.1 (on whole batches);
+    exclude_flagged leaves out the train rows :func:`fer.data.audit.training_exclusions` flags
+    (blank images, conflicting-label duplicates, copies of test faces, repeated copies).
     """
 
     data: str = "synthetic"
@@ -65,6 +67,7 @@ class TrainConfig:
     augment: str = "flip"
     schedule: str = "constant"
     label_smoothing: float = 0.0
+    exclude_flagged: bool = False
     dataset_id: str = ""
     dataset_sha256: str = ""
     dataset_synthetic: bool = False
@@ -223,12 +226,9 @@ def train_member(cfg: TrainConfig, ds: FaceDataset, member: int, state: MemberSt
     """
     seed = member_seed(cfg.base_seed, member)
     dev = device()
-    train_rows = ds.indices("train")
-    tr_pos, va_pos = member_split(len(train_rows), seed, cfg.val_fraction)
-    x_tr = torch.from_numpy(ds.images[train_rows[tr_pos]])
-    y_tr = torch.from_numpy(ds.labels[train_rows[tr_pos]])
-    x_va = torch.from_numpy(ds.images[train_rows[va_pos]])
-    y_va = torch.from_numpy(ds.labels[train_rows[va_pos]])
+    tr_rows, va_rows = member_rows(ds, cfg, member)
+    x_tr, y_tr = torch.from_numpy(ds.images[tr_rows]), torch.from_numpy(ds.labels[tr_rows])
+    x_va, y_va = torch.from_numpy(ds.images[va_rows]), torch.from_numpy(ds.labels[va_rows])
     if len(x_tr) == 0:
         raise ConfigError(f"dataset {ds.id}: member {member} has no training faces")
     channels_last = cfg.precision != "fp32" and dev.type == "cpu"
@@ -402,30 +402,67 @@ class _WorkerLock:
             os.close(self.fd)
 
 
-def store_member_predictions(run: Run, ds: FaceDataset, member: int, model: nn.Module) -> None:
-    """Add member ``member``'s probabilities on every labelled split to ``predictions/*.npz``."""
+def store_member_predictions(run: Run, ds: FaceDataset, member: int, model: nn.Module,
+                             cfg: TrainConfig | None = None) -> None:
+    """Add member ``member``'s probabilities on every labelled split to ``predictions/*.npz``.
+
+    Each file: probs float32 (M, N, 7), members int64 (M,), labels int64 (N,), indices int64
+    (N,) dataset rows. ``train.npz`` also holds ``validation`` and ``trained`` bool (M, N): the
+    faces each member held out and trained on (both False for a face the run excluded), so
+    out-of-bag and per-member validation views need neither the dataset nor the split rule.
+    """
     for split in SPLITS:
         rows = ds.indices(split)
         rows = rows[ds.labels[rows] >= 0]
         if len(rows) == 0:
             continue
         probs = predict_proba(model, ds.images[rows])
+        masks = {}
+        if split == "train" and cfg is not None:
+            tr, va = member_rows(ds, cfg, member)
+            masks = {"validation": np.isin(rows, va), "trained": np.isin(rows, tr)}
         path = run.path / "predictions" / f"{split}.npz"
+        old = {}
         if path.exists():
             with np.load(path, allow_pickle=False) as z:
-                members, all_probs = list(z["members"]), z["probs"]
+                old = {k: z[k] for k in z.files}
+        members = [int(m) for m in old.get("members", [])]
+        stacks = {"probs": probs, **masks}
+        arrays = {}
+        for key, value in stacks.items():
+            prev = old.get(key)
+            if prev is None or len(prev) != len(members):
+                prev = np.zeros((len(members), *value.shape), value.dtype)
             if member in members:
-                all_probs[members.index(member)] = probs
+                prev[members.index(member)] = value
+                arrays[key] = prev
             else:
-                members.append(member)
-                all_probs = np.concatenate([all_probs, probs[None]])
-        else:
-            members, all_probs = [member], probs[None]
+                arrays[key] = np.concatenate([prev, value[None]])
+        if member not in members:
+            members.append(member)
         order = np.argsort(members)
+        out = {k: v[order] for k, v in arrays.items()}
+        out["probs"] = out["probs"].astype(np.float32)
         buf = io.BytesIO()
-        np.savez(buf, probs=all_probs[order].astype(np.float32), members=np.asarray(members)[order].astype(np.int64),
+        np.savez(buf, **out, members=np.asarray(members)[order].astype(np.int64),
                  labels=ds.labels[rows].astype(np.int64), indices=rows.astype(np.int64))
         atomic_write_bytes(path, buf.getvalue())
+
+
+def member_rows(ds: FaceDataset, cfg: TrainConfig, member: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset rows (int64, ascending) member ``member`` trains on and validates on.
+
+    The member's seed splits the train rows (minus the audit's flagged rows when
+    ``cfg.exclude_flagged``) with :func:`fer.ensemble.member_split`.
+    """
+    rows = ds.indices("train")
+    rows = rows[ds.labels[rows] >= 0]
+    if cfg.exclude_flagged:
+        from fer.data.audit import training_exclusions
+
+        rows = np.setdiff1d(rows, training_exclusions(ds), assume_unique=True)
+    tr_pos, va_pos = member_split(len(rows), member_seed(cfg.base_seed, member), cfg.val_fraction)
+    return rows[tr_pos], rows[va_pos]
 
 
 def _prune_metrics(run: Run, cfg: TrainConfig) -> None:
@@ -516,7 +553,7 @@ def _train_members(run: Run, cfg: TrainConfig, hb: _Heartbeat, progress: bool,
                 hb.beat(force=True, state="stopped", phase="stopped")
                 return run.status()
             hb.beat(force=True, phase="predicting", member=m)
-            store_member_predictions(run, ds, m, load_model(run.weights_path(m), cfg.model))
+            store_member_predictions(run, ds, m, load_model(run.weights_path(m), cfg.model), cfg)
             state.done = True
             model, opt, _ = load_member_state(last, cfg)
             save_member_state(last, model, opt, state, cfg.model)

@@ -166,3 +166,37 @@ def test_resume_of_a_packed_partial_run_skips_finished_members(tmp_path, tiny_cs
     after = run.predictions("public_test")
     assert after["members"].tolist() == [0, 1]
     np.testing.assert_array_equal(after["probs"][0], before)
+
+
+def test_validation_masks_match_the_member_split_and_exclusions(tmp_path, tiny_csv):
+    from fer.ensemble import member_split
+    from fer.evaluation import evaluate_run
+    from fer.training import member_rows
+
+    run = make_run(tmp_path, tiny_csv, "v", members=2, epochs=1)
+    run_training(run.path, progress=False)
+    tr = run.predictions("train")
+    assert tr["validation"].shape == tr["trained"].shape == (2, 400)
+    for i in range(2):
+        _, va = member_split(400, i, 0.1)
+        assert np.flatnonzero(tr["validation"][i]).tolist() == va.tolist()
+        assert not (tr["validation"][i] & tr["trained"][i]).any()
+        assert (tr["validation"][i] | tr["trained"][i]).all()
+    # A face only counts for members that held it out: accuracy over exactly 40 faces each.
+    report = evaluate_run(run.path, "validation")
+    for i, acc in enumerate(report["members"]):
+        p = tr["probs"][i][tr["validation"][i]]
+        assert acc == pytest.approx(float((p.argmax(1) == tr["labels"][tr["validation"][i]]).mean()))
+    # With exclusions, the flagged rows are in neither mask.
+    ds = load_dataset(tiny_csv)
+    flagged = np.array([3, 17])
+    import fer.data.audit as audit
+
+    cfg = TrainConfig.from_dict(dict(run.config(), exclude_flagged=True))
+    orig = audit.training_exclusions
+    audit.training_exclusions = lambda d, *a, **k: flagged
+    try:
+        t, v = member_rows(ds, cfg, 0)
+    finally:
+        audit.training_exclusions = orig
+    assert len(t) + len(v) == 398 and not set(flagged) & (set(t) | set(v))
