@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import ui
 from fer.errors import FerError
 from fer.runs import list_runs
-from app_pages import ui
 
 # file, title, icon, what a student finds there (the home page lists these; tests walk them)
 PAGES: list[tuple[str, str, str, str]] = [
@@ -100,5 +100,5 @@ navigation = st.navigation(
     [st.Page(home, title="Home", icon=":material/home:", default=True)]
     + [st.Page(file, title=title, icon=icon) for file, title, icon, _ in PAGES])
 sidebar()
-with ui.frame():
+with ui.guard():
     navigation.run()

@@ -6,6 +6,7 @@ switch or a browser reload reattaches to a running training and never starts a s
 
 import streamlit as st
 
+from app_pages import ui
 from fer.labels import SPLIT_TITLES
 from fer.models import list_models
 from fer.runs import new_run_dir, start_worker
@@ -17,9 +18,7 @@ from fer.training import (
     create_run,
     dataset_fields,
 )
-from app_pages import ui
 
-ui.require_frame()
 st.title("Train an ensemble")
 st.markdown(
     "An **ensemble** is several copies of one small CNN — its **members** — trained separately. "
@@ -93,19 +92,21 @@ if run is None:
     st.stop()
 
 cfg = run.config()
-mode = ui.run_mode(run.status())  # "running" while a worker owns the run
+mode = run.status().get("state", "new")  # "interrupted": its worker died (fer.runs.Run.status)
+stopping = run.stop_requested()
 st.subheader(f"Run {run.id}" + (" (shipped with the app)" if run.shipped else ""))
 st.markdown(ui.config_line(cfg))
 st.caption("Open another run with the sidebar's run picker.")
-can_stop = not run.shipped and mode == "running"
-can_resume = not run.shipped and mode in ("new", "stopped", "interrupted", "failed")
-if can_stop and st.button("Stop", key="stop", icon=":material/stop:",
-                          help="The worker finishes its current batch, saves, and stops."):
-    run.request_stop()
-    st.toast("Stop requested: the worker finishes its current batch and saves.")
-if can_resume and st.button("Resume" if mode != "new" else "Start worker", key="resume",
-                            type="primary", icon=":material/play_arrow:",
-                            help="Continue training where it stopped."):
+if not run.shipped and mode == "running":
+    if stopping:
+        st.button("Stopping…", key="stopping", icon=":material/hourglass_top:", disabled=True,
+                  help="The worker finishes its current batch, saves, and stops.")
+    else:  # on_click: the stop file exists before this script reruns, so "Stopping…" shows at once
+        st.button("Stop", key="stop", icon=":material/stop:", on_click=run.request_stop,
+                  help="The worker finishes its current batch, saves, and stops.")
+if not run.shipped and mode in ("new", "stopped", "interrupted", "failed") and st.button(
+        "Resume" if mode != "new" else "Start worker", key="resume", type="primary",
+        icon=":material/play_arrow:", help="Continue training where it stopped."):
     start_worker(run.path)
     st.rerun()
 
@@ -137,13 +138,14 @@ def draw_ensemble(run, cfg: dict) -> None:
 
 
 @st.fragment(run_every=ui.POLL_S if mode == "running" else None)
-def live_view(run, drawn_mode: str) -> None:
+def live_view(run, drawn_mode: str, drawn_stopping: bool) -> None:
     """Everything read from the run directory; refreshed every POLL_S seconds while it trains."""
     with ui.guard():
         status, metrics, finished = run.status(), run.metrics(), run.finished_members()
-        if ui.run_mode(status) != drawn_mode:
-            st.rerun()  # the state changed: redraw the buttons above and stop or start polling
-        kind, sentence = ui.describe_status(status, cfg, len(metrics), run.stop_requested())
+        stopping = run.stop_requested()
+        if (status.get("state", "new"), stopping) != (drawn_mode, drawn_stopping):
+            st.rerun()  # state or pending Stop changed: redraw the buttons, stop or start polling
+        kind, sentence = ui.describe_status(status, cfg, len(metrics), stopping)
         getattr(st, kind)(sentence)
         if status.get("traceback"):
             with st.expander("Traceback (a bug in the app: please report it)"):
@@ -166,10 +168,11 @@ def live_view(run, drawn_mode: str) -> None:
                    "member is overfitting; each member keeps the weights of its best validation epoch.")
 
         st.markdown("**Members**")
+        right_aligned = st.column_config.TextColumn(alignment="right")
         st.dataframe(ui.member_table(metrics, cfg, finished, status), hide_index=True,
-                     column_config={"best val acc (%)": st.column_config.NumberColumn(format="%.1f"),
+                     column_config={"best val acc (%)": right_aligned, "best epoch": right_aligned,
                                     "seconds": st.column_config.NumberColumn(format="%.1f")})
         draw_ensemble(run, cfg)
 
 
-live_view(run, mode)
+live_view(run, mode, stopping)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -26,18 +25,15 @@ from fer.errors import FerError
 from fer.evaluation import evaluate_run
 from fer.labels import SPLIT_TITLES
 from fer.models import create_model, summarize
-from fer.runs import Run, atomic_write_bytes, list_runs, pid_alive, user_runs_root
+from fer.runs import Run, atomic_write_bytes, list_runs, user_runs_root
 
 DATA_KEY = "data_source"      # session-state key of the sidebar's dataset field
 RUN_KEY = "run_id"            # session-state key of the sidebar's run picker
 POLL_S = 1.5                  # seconds between live refreshes while a worker trains
-BUSY_SILENCE_S = 600.0        # a silent worker whose process exists counts as busy this long
 TEST_SPLITS = ("public_test", "private_test")
 SYNTHETIC_NOTE = "Synthetic faces (embedded default) — not real FER2013 data"
 
 _PENDING = "_pending_picks"   # picks requested by a page, applied before the pickers are drawn
-_FRAME_RETRY = "_frame_retry" # require_frame has rerun once for this session
-_frame = threading.local()    # .active: this script run entered through streamlit_app.py
 
 
 # ---------------------------------------------------------------- the error guard
@@ -52,43 +48,6 @@ def guard():
     except FerError as e:
         st.error(str(e), icon=":material/error:")
         st.stop()
-
-
-# ---------------------------------------------------------------- the frame
-@contextlib.contextmanager
-def frame():
-    """The entrypoint runs the picked page inside this: the error guard, plus the marker that
-    :func:`require_frame` looks for. The marker is thread-local, not session state: a script
-    run is one thread, and session-state writes after ``st.stop()`` are dropped."""
-    _frame.active = True
-    try:
-        with guard():
-            yield
-    finally:
-        _frame.active = False
-
-
-def require_frame() -> None:
-    """First line of every page file: make sure the page runs inside ``streamlit_app.py``.
-
-    Streamlit keeps a legacy multipage mode for apps with a folder named ``app_pages/``: until the
-    entrypoint has called ``st.navigation`` once in the server process, a page requested by URL
-    (``/train`` right after a server start; every page run under AppTest) runs on its own, with
-    no sidebar and no picks. Then switch that mode off and rerun: the entrypoint runs and opens
-    the same page (same URL path, same page hash). Tried once; a second miss shows a warning.
-    """
-    ss = st.session_state
-    if getattr(_frame, "active", False):
-        ss.pop(_FRAME_RETRY, None)
-        return
-    if ss.pop(_FRAME_RETRY, False):
-        st.warning("This page opened without the app's sidebar: open the Home page first.")
-        return
-    ss[_FRAME_RETRY] = True
-    from streamlit.runtime.pages_manager import PagesManager  # streamlit 1.67 internals
-
-    PagesManager.uses_pages_directory = False
-    st.rerun()
 
 
 # ---------------------------------------------------------------- picks
@@ -268,21 +227,6 @@ def config_line(cfg: dict) -> str:
             f"augment {cfg['augment']} · precision {cfg['precision']}")
 
 
-def worker_busy(status: dict) -> bool:
-    """True while a worker owns the run: it is running, or it has been silent (no heartbeat) for
-    less than BUSY_SILENCE_S while its process still exists — loading a large CSV or predicting
-    sends no heartbeat, and a second worker must never be started beside it."""
-    if status.get("state") == "running":
-        return True
-    silent = time.time() - float(status.get("heartbeat") or 0)
-    return status.get("state") == "interrupted" and silent < BUSY_SILENCE_S and pid_alive(status.get("pid"))
-
-
-def run_mode(status: dict) -> str:
-    """The state the page's buttons depend on: ``running`` while :func:`worker_busy`, else state."""
-    return "running" if worker_busy(status) else status.get("state", "new")
-
-
 def describe_status(status: dict, cfg: dict, epochs_logged: int, stopping: bool = False) -> tuple[str, str]:
     """(kind, sentence) for a run's status; kind is info / success / warning / error.
     ``stopping``: a Stop is pending (:meth:`fer.runs.Run.stop_requested`)."""
@@ -290,11 +234,6 @@ def describe_status(status: dict, cfg: dict, epochs_logged: int, stopping: bool 
     where = (f"member {int(status.get('member') or 0) + 1} of {cfg['members']}, epoch "
              f"{int(status.get('epoch') or 0) + 1} of {cfg['epochs']}, batch {status.get('batch', 0)}"
              f" of {status.get('n_batches', '?')}")
-    if state == "interrupted" and worker_busy(status):
-        silent = time.time() - float(status.get("heartbeat") or 0)
-        return "warning", (f"No sign of life from the training process for {silent:.0f} s, but it "
-                           f"still exists (pid {status.get('pid')}): it is probably busy "
-                           f"({phase or 'working'}). This page keeps watching.")
     members, epochs = cfg["members"], cfg["epochs"]
     member = int(status.get("member") or 0) + 1
     if state == "running":
@@ -334,7 +273,11 @@ def progress(status: dict, cfg: dict, epochs_logged: int) -> tuple[float, float]
 
 
 def member_table(metrics: list[dict], cfg: dict, finished: list[int], status: dict) -> pd.DataFrame:
-    """One row per member: member, seed, state, best val acc (%), best epoch, epochs done, seconds."""
+    """One row per member: member, seed, state, best val acc (%), best epoch, epochs done, seconds.
+
+    Best val acc and best epoch are text ("38.2", "2"), "—" before the member's first finished
+    epoch: st.dataframe draws a missing number as "None", even through a Styler's ``na_rep``.
+    """
     df = pd.DataFrame(metrics, columns=["member", "seed", "epoch", "val_acc", "seconds"])
     current = int(status.get("member") or 0)
     rows = []
@@ -342,7 +285,7 @@ def member_table(metrics: list[dict], cfg: dict, finished: list[int], status: di
         recs = df[df["member"] == m]
         if m in finished:
             state = "done"
-        elif m == current and worker_busy(status):
+        elif m == current and status.get("state") == "running":
             state = "predicting" if status.get("phase") == "predicting" else "training"
         elif m == current and status.get("state") in ("stopped", "interrupted", "failed"):
             state = status["state"]
@@ -351,8 +294,8 @@ def member_table(metrics: list[dict], cfg: dict, finished: list[int], status: di
         best = recs.loc[recs["val_acc"].idxmax()] if not recs.empty else None
         rows.append({
             "member": m, "seed": cfg["base_seed"] + m, "state": state,
-            "best val acc (%)": None if best is None else 100 * float(best["val_acc"]),
-            "best epoch": None if best is None else int(best["epoch"]),
+            "best val acc (%)": "—" if best is None else f"{100 * float(best['val_acc']):.1f}",
+            "best epoch": "—" if best is None else str(int(best["epoch"])),
             "epochs done": f"{len(recs)}/{cfg['epochs']}",
             "seconds": float(recs["seconds"].sum()),
         })

@@ -1,5 +1,5 @@
 """The app through Streamlit's AppTest: the entrypoint, every page in PAGES, the Train page's
-states (new, interrupted, failed) and one tiny real training run started from the page."""
+states (new, interrupted, stopping, failed) and one tiny real training run started from the page."""
 
 from __future__ import annotations
 
@@ -13,27 +13,11 @@ import pytest
 from conftest import fer_rows
 from streamlit.testing.v1 import AppTest
 
+from app_pages import ui
 from fer.runs import atomic_write_json, kill_worker, list_runs
 from fer.training import TrainConfig, create_run
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
-
-
-@pytest.fixture
-def warm_server(monkeypatch):
-    """Streamlit's legacy ``pages/`` mode runs a requested page without the entrypoint until the
-    entrypoint has called st.navigation once; a real server leaves it after its first script run
-    (a page load, ui.require_frame reruns it framed), but AppTest re-enters it on every run, where
-    the rerun would swallow a click. Keep it off, as in a server that has served once."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    init = PagesManager.__init__
-
-    def warm_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", warm_init)
 
 
 def pages_table() -> list[tuple[str, str, str, str]]:
@@ -68,6 +52,15 @@ def dead_pid() -> int:
     return proc.pid
 
 
+@pytest.fixture
+def live_pid():
+    """The pid of a process that exists for the test (a stand-in for a worker), never the test's."""
+    proc = subprocess.Popen(["sleep", "300"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
 def test_home_renders_and_says_synthetic():
     at = app().run()
     assert not at.exception, at.exception
@@ -79,15 +72,12 @@ def test_home_renders_and_says_synthetic():
 
 @pytest.mark.parametrize("file", [row[0] for row in pages_table()])
 def test_every_page_renders_inside_the_frame(file):
-    # No warm_server here: each run starts in Streamlit's legacy pages/ mode, and the page must
-    # still come up inside the frame (ui.require_frame).
     at = open_page(file)
     assert at.sidebar.text_input(key="data_source").value == "synthetic"  # the frame's sidebar
-    assert not [w for w in at.warning if "without the app's sidebar" in w.value]
 
 
 def test_train_page_shows_its_form():
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     assert at.title[0].value == "Train an ensemble"
     assert at.number_input(key="train_members").value == 3
     assert at.number_input(key="train_epochs").value == 5
@@ -96,7 +86,7 @@ def test_train_page_shows_its_form():
     assert at.button(key="start").label == "Start training"
 
 
-def test_a_missing_dataset_file_is_an_error_not_a_crash(tmp_path, warm_server):
+def test_a_missing_dataset_file_is_an_error_not_a_crash(tmp_path):
     at = app().run()
     at.sidebar.text_input(key="data_source").input(str(tmp_path / "fer2013.csv")).run()
     assert not at.exception, at.exception
@@ -109,20 +99,51 @@ def _fake_run(root: Path, status: dict) -> Path:
     return run.path
 
 
-def test_an_interrupted_run_says_so_and_offers_resume(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pid", ["dead", "alive"])
+def test_an_interrupted_run_says_so_and_offers_resume(tmp_path, monkeypatch, live_pid, pid):
+    # "alive": the process exists but has sent no heartbeat for an hour. The worker beats every
+    # 2 s from a thread even while loading or predicting, so it is hung: Resume (a second worker
+    # on a run whose worker still holds worker.lock fails at once with RunDirError).
     monkeypatch.setenv("FER_RUNS", str(tmp_path))
-    _fake_run(tmp_path, {"state": "running", "pid": dead_pid(), "heartbeat": time.time() - 3600,
-                         "phase": "training", "member": 0, "epoch": 1})
-    at = open_page("pages/train.py")
+    _fake_run(tmp_path, {"state": "running", "pid": dead_pid() if pid == "dead" else live_pid,
+                         "heartbeat": time.time() - 3600, "phase": "loading data", "member": 0,
+                         "epoch": 0})
+    at = open_page("app_pages/train.py")
     assert "Interrupted" in texts(at)
     assert at.button(key="resume").label == "Resume"
+    assert not [b for b in at.button if b.key in ("stop", "stopping")]
+
+
+def test_stop_turns_into_a_disabled_stopping_button(tmp_path, monkeypatch, live_pid):
+    monkeypatch.setenv("FER_RUNS", str(tmp_path))
+    run_dir = _fake_run(tmp_path, {"state": "running", "pid": live_pid, "heartbeat": time.time(),
+                                   "phase": "training", "member": 0, "epoch": 0, "batch": 3,
+                                   "n_batches": 30})
+    at = open_page("app_pages/train.py")
+    assert not [b for b in at.button if b.key in ("stopping", "resume")]
+    at.button(key="stop").click().run()
+    assert not at.exception, at.exception
+    assert (run_dir / "stop.request").exists()
     assert not [b for b in at.button if b.key == "stop"]
+    assert at.button(key="stopping").label == "Stopping…" and at.button(key="stopping").disabled
+    assert "Stopping: the worker finishes its current batch" in texts(at)
+
+
+def test_members_without_a_finished_epoch_show_a_dash_not_none():
+    cfg = {"members": 2, "epochs": 3, "base_seed": 7}
+    metrics = [{"member": 0, "seed": 7, "epoch": 1, "val_acc": 0.25, "seconds": 1.5}]
+    table = ui.member_table(metrics, cfg, [], {"state": "running", "member": 0})
+    assert table.to_dict("records") == [
+        {"member": 0, "seed": 7, "state": "training", "best val acc (%)": "25.0", "best epoch": "1",
+         "epochs done": "1/3", "seconds": 1.5},
+        {"member": 1, "seed": 8, "state": "waiting", "best val acc (%)": "—", "best epoch": "—",
+         "epochs done": "0/3", "seconds": 0.0}]
 
 
 def test_a_failed_run_shows_its_error_and_offers_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_RUNS", str(tmp_path))
     _fake_run(tmp_path, {"state": "failed", "error": "fer2013.csv row 7: pixels has 2303 values"})
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     assert any("row 7" in e.value for e in at.error)
     assert at.button(key="resume").label == "Resume"
 
@@ -138,11 +159,11 @@ def wait_until_finished(run, timeout_s: float = 150) -> dict:
         kill_worker(run.path)  # only if the test gave up while the worker still ran
 
 
-def test_an_uploaded_csv_is_stored_by_hash_and_trained_on(tmp_path, monkeypatch, warm_server):
+def test_an_uploaded_csv_is_stored_by_hash_and_trained_on(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_RUNS", str(tmp_path))
     lines, *_ = fer_rows(n=40)
     data = ("emotion,pixels,Usage\n" + "\n".join(lines) + "\n").encode()
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.number_input(key="train_members").set_value(1)
     at.number_input(key="train_epochs").set_value(1)
     at.file_uploader(key="train_upload").upload("my_fer.csv", data, "text/csv")
@@ -156,9 +177,9 @@ def test_an_uploaded_csv_is_stored_by_hash_and_trained_on(tmp_path, monkeypatch,
     assert wait_until_finished(run)["state"] == "done"
 
 
-def test_a_tiny_run_trains_from_the_page_and_shows_ensemble_accuracy(tmp_path, monkeypatch, warm_server):
+def test_a_tiny_run_trains_from_the_page_and_shows_ensemble_accuracy(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_RUNS", str(tmp_path))
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.number_input(key="train_members").set_value(1)
     at.number_input(key="train_epochs").set_value(1)
     at.button(key="start").click().run()
@@ -171,7 +192,7 @@ def test_a_tiny_run_trains_from_the_page_and_shows_ensemble_accuracy(tmp_path, m
         assert (run.config()["members"], run.config()["epochs"]) == (1, 1)
         assert at.sidebar.selectbox(key="run_id").value == run.id
         # A browser reload is a new session: it reattaches to the running run, never restarts it.
-        again = open_page("pages/train.py")
+        again = open_page("app_pages/train.py")
         assert again.sidebar.selectbox(key="run_id").value == run.id
         assert [b.key for b in again.button if b.key in ("stop", "resume")] == ["stop"]
     finally:
