@@ -121,5 +121,5 @@ def member_reliability(run_dir: Path, split: str, member: int, n_bins: int = 15)
         bins = member_vs_ensemble_reliability(pred["probs"], pred["labels"], ids.index(member), n_bins)
     except ValueError as e:
         raise RunDirError(f"{run.path}: predictions for {split!r}: {e}") from e
-    return dict(run=run.id, split=split, n=int(len(pred["labels"])), member=int(member), member_ids=ids,
+    return dict(run=run.id, split=split, n=len(pred["labels"]), member=int(member), member_ids=ids,
                 member_bins=bins["member"], ensemble_bins=bins["ensemble"])

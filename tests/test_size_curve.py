@@ -276,3 +276,24 @@ def test_evaluate_names_the_run_when_predictions_are_not_probabilities(tmp_path,
     assert cli(["evaluate", "--run-dir", str(run.path), "--split", "private_test"]) == 2
     err = capsys.readouterr().err
     assert str(run.path) in err and "probabilities" in err
+
+
+def test_member_reliability_takes_a_member_id_and_names_the_run(tmp_path):
+    from fer.errors import RunDirError
+    from fer.evaluation import member_reliability
+
+    p, labels = random_pool(3, 40, seed=8)
+    run = run_with_predictions(tmp_path, p, labels)
+    np.savez(run.path / "predictions" / "private_test.npz", probs=p, members=np.array([0, 2, 5]),
+             labels=labels, indices=np.arange(len(labels)))  # members 1, 3, 4 not finished
+    out = member_reliability(run.path, "private_test", member=5, n_bins=10)
+    ref = member_vs_ensemble_reliability(p, labels, member=2, n_bins=10)  # id 5 is position 2
+    assert out["member"] == 5 and out["member_ids"] == [0, 2, 5] and out["n"] == 40
+    assert out["member_bins"]["count"].tolist() == ref["member"]["count"].tolist()
+    assert float(out["ensemble_bins"]["ece"]) == pytest.approx(float(ref["ensemble"]["ece"]))
+    for split, member, words in (("private_test", 1, "member 1 has no predictions"),
+                                 ("validation", 0, "no reliability diagram on validation"),
+                                 ("public_test", 0, "no predictions for split")):
+        with pytest.raises(RunDirError, match=words) as e:
+            member_reliability(run.path, split, member)
+        assert str(run.path) in str(e.value)
