@@ -14,12 +14,27 @@ from fer.runs import list_runs
 
 # file, title, icon, what a student finds there (the home page lists these; tests walk them)
 PAGES: list[tuple[str, str, str, str]] = [
+    ("app_pages/dataset.py", "Dataset", ":material/photo_library:",
+     ("What is in the data: faces per class and split, a sample of each class, and the "
+      "audit's findings (blank faces, duplicates, test faces leaked into training).")),
     ("app_pages/train.py", "Train", ":material/model_training:",
      ("Train an ensemble of small CNNs and watch the learning curves of every member live; "
       "then see how much the majority and soft votes gain over a single member.")),
     ("app_pages/ensemble_size.py", "Ensemble size", ":material/stacked_line_chart:",
      ("Does a 15-member ensemble beat 9? Accuracy against the number of members, from one "
       "trained pool, with error bars, calibration and the oracle.")),
+    ("app_pages/confusion.py", "Confusions", ":material/grid_on:",
+     ("Which emotions does the ensemble confuse? Click a confusion-matrix cell to see its "
+      "faces and votes; find the training labels that are probably wrong.")),
+    ("app_pages/saliency.py", "Saliency", ":material/visibility:",
+     ("Where does each member look? Gradient, SmoothGrad, Integrated Gradients and Grad-CAM "
+      "maps per member, their mean and where the members disagree.")),
+    ("app_pages/filters.py", "Filters", ":material/filter_vintage:",
+     ("What has each filter learned? The faces that excite it most, the pattern it likes "
+      "best, and its feature map on one face.")),
+    ("app_pages/your_face.py", "Your face", ":material/face:",
+     ("Upload a photo or use the camera: the face is found, cut to 48×48 and shown to "
+      "every member, which vote.")),
     ("app_pages/architecture.py", "Architecture", ":material/account_tree:",
      ("The model layer by layer: output shapes, parameters, receptive fields; the conv "
       "output-size rule and the BatchNorm and softmax gradients checked against autograd.")),
