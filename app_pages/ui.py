@@ -346,3 +346,66 @@ def curve_chart(df: pd.DataFrame, measure: str, epochs: int) -> alt.LayerChart:
                                   legend=alt.Legend(symbolStrokeWidth=2, symbolSize=400)))
     points = base.mark_point(filled=True, size=40).encode(detail="curve:N")
     return (lines + points).properties(height=280)
+
+
+# ---------------------------------------------------------------- runs' data and faces
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _members(run_path: str, mtime_ns: int) -> list:
+    from fer.weights import load_model
+
+    run = Run(Path(run_path))
+    name = run.config()["model"]
+    return [load_model(run.weights_path(m), name) for m in run.finished_members()]
+
+
+def run_members(run: Run) -> list:
+    """The run's finished members as eval-mode models (cached by run and predictions mtime;
+    never mutate them: copy a model before changing its weights)."""
+    p = run.predictions_file("public_test") or run.predictions_file("private_test")
+    return _members(str(run.path), p.stat().st_mtime_ns if p else 0)
+
+
+def dataset_for_run(run: Run) -> FaceDataset:
+    """The faces a run was trained on, for pages that show images.
+
+    The run's own data source when it can be loaded (synthetic always can), else the sidebar's
+    dataset when its content hash matches the run's. Otherwise the page says what to load and
+    why, and stops: shipped runs carry predictions and weights, never FER2013 images.
+    """
+    cfg = run.config()
+    want = cfg.get("dataset_sha256", "")
+    if cfg.get("dataset_synthetic") or str(cfg.get("data", "")).startswith(SYNTHETIC):
+        return load(cfg.get("data") or SYNTHETIC)
+    try:
+        ds = current_dataset()
+        if not want or ds.provenance.get("sha256") == want:
+            return ds
+    except FerError:
+        pass
+    source = str(cfg.get("data", ""))
+    if source and Path(source).exists():
+        ds = load(source)
+        if not want or ds.provenance.get("sha256") == want:
+            return ds
+    st.warning(
+        f"This page shows faces, and run **{run.id}** was trained on `{cfg.get('dataset_id', '?')}`, "
+        "whose images are not shipped with the app (FER2013 may not be redistributed). Type the "
+        "path of your copy of `fer2013.csv` in the sidebar's **Dataset** field to see them.",
+        icon=":material/photo_library:")
+    st.stop()
+
+
+def face_image(image, scale: int = 2):
+    """A uint8 (48, 48) face as a PIL image enlarged ``scale`` times with square pixels."""
+    from PIL import Image
+
+    img = Image.fromarray(image)
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def face_grid(images, captions: list[str] | None = None, scale: int = 2) -> None:
+    """Faces uint8 (N, 48, 48) in a wrapping grid with optional captions (one st.image call)."""
+    if len(images) == 0:
+        st.caption("No faces.")
+        return
+    st.image([face_image(im, scale) for im in images], caption=captions)
