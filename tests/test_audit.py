@@ -7,7 +7,7 @@ from conftest import write_csv
 
 from fer.cli import main
 from fer.data import FaceDataset, load_dataset
-from fer.data.audit import audit, duplicate_groups, training_exclusions
+from fer.data.audit import audit, duplicate_groups, leaked_pairs, training_exclusions
 
 SPLIT = {"t": "train", "u": "public_test", "v": "private_test"}
 
@@ -48,6 +48,15 @@ def test_audit_finds_every_planted_defect():
     # train rows a run would leave out: near-constant 3, 10; conflicting 3, 4; leaked 0, 2, 3, 4; redundant 2
     assert training_exclusions(ds, a).tolist() == [0, 2, 3, 4, 10]
     assert training_exclusions(ds, a, kinds=("redundant",)).tolist() == [2]
+
+
+def test_leaked_pairs_put_each_leaked_row_beside_its_first_copy():
+    ds = tiny()
+    a = audit(ds)
+    assert leaked_pairs(ds, a, "public_test", "train").tolist() == [[5, 0], [6, 3]]   # A = rows 0 2 5; blank = 3 6
+    assert leaked_pairs(ds, a, "private_test", "train").tolist() == [[7, 4]]
+    assert leaked_pairs(ds, a, "private_test", "public_test").tolist() == [[8, 9]]
+    assert leaked_pairs(ds, a, "test", "train").shape == (0, 2)                      # no such split
 
 
 def test_duplicate_groups_without_duplicates():

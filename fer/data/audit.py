@@ -122,6 +122,19 @@ def rows_with_copy_in(ds: FaceDataset, group: np.ndarray, split: str, other: str
     return rows[np.isin(group[rows], in_other)].astype(np.int64)
 
 
+def leaked_pairs(ds: FaceDataset, result: Audit, split: str, other: str) -> np.ndarray:
+    """int64 ``(P, 2)``: each leaked row of ``split`` (``result.leaked[(split, other)]``, ascending)
+    beside its copy in ``other`` (the first row of ``other`` holding the same image).
+
+    Empty ``(0, 2)`` when nothing leaked or the pair of splits is not in ``result.leaked``.
+    """
+    rows = result.leaked.get((split, other), np.empty(0, dtype=np.int64))
+    cand = np.flatnonzero((ds.splits == other) & (result.group >= 0))
+    ids, first = np.unique(result.group[cand], return_index=True)
+    copies = cand[first[np.searchsorted(ids, result.group[rows])]] if len(rows) else rows
+    return np.stack([rows, copies], axis=1).astype(np.int64).reshape(-1, 2)
+
+
 _EXCLUSIONS: dict[tuple, np.ndarray] = {}  # (dataset sha256, rows, kinds) -> rows, so members share one audit
 
 
