@@ -86,6 +86,11 @@ def sidebar() -> None:
         st.text_input("Dataset", key=ui.DATA_KEY,
                       help="Path to Kaggle's fer2013.csv (also .csv.gz or .zip), or the word "
                            "'synthetic' for the built-in drawn faces.")
+        if not ui.data_source().startswith("synthetic"):
+            st.text_input("FER+ votes (optional)", key=ui.FERPLUS_KEY, placeholder="fer2013new.csv",
+                          help="Path to Microsoft's FER+ fer2013new.csv: the faces get FER+'s "
+                               "majority-vote labels (Barsoum et al. 2016) and each face's 10 "
+                               "votes are shown; rows without a clear majority are left out.")
         try:
             ds = ui.current_dataset()
         except FerError as e:

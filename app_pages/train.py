@@ -57,6 +57,10 @@ with st.container(border=True):
                                 help="constant, or cosine decay to 0 over all epochs.")
         smoothing = m3.number_input("Label smoothing", 0.0, 0.5, 0.0, step=0.05, key="train_smoothing",
                                     help="Share of each target spread evenly over the other classes.")
+        exclude = m1.checkbox("Leave out flagged training faces", key="train_exclude",
+                              help="Blank images, duplicates with conflicting labels, copies of "
+                                   "test faces and repeated copies (see the Dataset page's audit). "
+                                   "Test faces are never changed.")
     st.markdown(f"**Data:** `{ui.data_source()}` (the dataset picked in the sidebar), unless "
                 "you upload a file here:")
     upload = st.file_uploader(
@@ -73,11 +77,13 @@ with st.container(border=True):
                    "it, and both would go slower.")
     if st.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
         source = ui.save_upload(upload) if upload else ui.data_source()
-        ds = ui.load(source)
-        cfg = TrainConfig(data=source, model=model, members=int(members), epochs=int(epochs),
-                          base_seed=int(seed), batch_size=int(batch_size), lr=float(lr),
-                          val_fraction=float(val_fraction), precision=precision, augment=augment,
-                          schedule=schedule, label_smoothing=float(smoothing), **dataset_fields(ds))
+        ferplus = None if upload else ui.ferplus_source()
+        ds = ui.load(source, ferplus)
+        cfg = TrainConfig(data=source, ferplus=ferplus or "", model=model, members=int(members),
+                          epochs=int(epochs), base_seed=int(seed), batch_size=int(batch_size),
+                          lr=float(lr), val_fraction=float(val_fraction), precision=precision,
+                          augment=augment, schedule=schedule, label_smoothing=float(smoothing),
+                          exclude_flagged=bool(exclude), **dataset_fields(ds))
         new = create_run(cfg, new_run_dir(name=model))
         start_worker(new.path)
         ui.select_run(new.id)

@@ -28,6 +28,7 @@ from fer.models import create_model, summarize
 from fer.runs import Run, atomic_write_bytes, list_runs, user_runs_root
 
 DATA_KEY = "data_source"      # session-state key of the sidebar's dataset field
+FERPLUS_KEY = "ferplus_source"  # session-state key of the sidebar's optional FER+ votes field
 RUN_KEY = "run_id"            # session-state key of the sidebar's run picker
 POLL_S = 1.5                  # seconds between live refreshes while a worker trains
 TEST_SPLITS = ("public_test", "private_test")
@@ -102,9 +103,15 @@ def data_source() -> str:
     return normalise_source(st.session_state.get(DATA_KEY) or default_source())
 
 
+def ferplus_source() -> str | None:
+    """The sidebar's optional FER+ ``fer2013new.csv`` path (normalised), or None."""
+    text = (st.session_state.get(FERPLUS_KEY) or "").strip()
+    return normalise_source(text) if text else None
+
+
 def current_dataset() -> FaceDataset:
     """The dataset picked in the sidebar (cached). Raises FerError when it cannot be loaded."""
-    return load(data_source())
+    return load(data_source(), ferplus_source())
 
 
 def current_run() -> Run | None:
@@ -159,17 +166,20 @@ def _signature(source: str) -> tuple[int, int] | None:
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the dataset…")
-def _load(source: str, signature: tuple[int, int] | None) -> FaceDataset:
-    return load_dataset(source)
+def _load(source: str, signature: tuple[int, int] | None, ferplus: str | None = None,
+          ferplus_signature: tuple[int, int] | None = None) -> FaceDataset:
+    return load_dataset(source, ferplus=ferplus)
 
 
-def load(source: str) -> FaceDataset:
-    """The dataset at ``source`` (a path or ``synthetic``), cached until the file changes.
+def load(source: str, ferplus: str | None = None) -> FaceDataset:
+    """The dataset at ``source`` (a path or ``synthetic``), with FER+ labels from ``ferplus``
+    when given, cached until a file changes.
 
     Shared by every session: never mutate it. Raises FerError (DataFormatError) for a bad source.
     """
     src = normalise_source(source)
-    return _load(src, _signature(src))
+    fp = normalise_source(ferplus) if ferplus else None
+    return _load(src, _signature(src), fp, _signature(fp) if fp else None)
 
 
 def split_sizes(ds: FaceDataset) -> dict[str, int]:
@@ -384,7 +394,7 @@ def dataset_for_run(run: Run) -> FaceDataset:
         pass
     source = str(cfg.get("data", ""))
     if source and Path(source).exists():
-        ds = load(source)
+        ds = load(source, cfg.get("ferplus") or None)
         if not want or ds.provenance.get("sha256") == want:
             return ds
     st.warning(

@@ -26,8 +26,8 @@ def _train(args: argparse.Namespace) -> int:
                            f"or choose a new --run-dir")
         ds = None
     else:
-        ds = load_dataset(args.data)
-        cfg = TrainConfig(data=args.data, model=args.model, members=args.members, epochs=args.epochs,
+        ds = load_dataset(args.data, ferplus=args.ferplus or None)
+        cfg = TrainConfig(data=args.data, ferplus=args.ferplus, model=args.model, members=args.members, epochs=args.epochs,
                           base_seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                           val_fraction=args.val_fraction, precision=args.precision,
                           augment=args.augment, schedule=args.schedule,
@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a seeded ensemble into a run directory")
     t.add_argument("--data", default="synthetic", help="path to fer2013.csv[.gz|.zip] or 'synthetic'")
+    t.add_argument("--ferplus", default="", help="FER+ fer2013new.csv: train on its majority-vote labels")
     t.add_argument("--members", type=int, default=3)
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--seed", type=int, default=0, help="base seed; member k uses seed+k")

@@ -46,7 +46,9 @@ SCHEDULES = ("constant", "cosine")
 class TrainConfig:
     """Everything that decides a run's numbers; written to ``config.json``.
 
-    lr is Adam's learning rate; val_fraction the share of the train split each member holds out
+    ferplus, when set, is a FER+ ``fer2013new.csv`` whose majority-vote labels replace
+    FER2013's (see :mod:`fer.data.ferplus`); lr is Adam's learning rate; val_fraction the
+    share of the train split each member holds out
     (its own, seeded); precision ``auto`` = bf16 autocast + channels_last on CPU/AMP on CUDA
     when available, ``fp32`` = plain float32; augment ``flip`` = random horizontal flip,
     ``standard`` = flip + shift ±4 px + rotation ±10° + scale 0.9–1.1 (on whole batches);
@@ -55,6 +57,7 @@ class TrainConfig:
     """
 
     data: str = "synthetic"
+    ferplus: str = ""
     model: str = "seed_cnn"
     members: int = 3
     epochs: int = 5
@@ -507,7 +510,7 @@ def _train_members(run: Run, cfg: TrainConfig, hb: _Heartbeat, progress: bool,
             epochs=cfg.epochs, started=time.time(), error=None)
     bar = None
     try:
-        ds = dataset or load_dataset(cfg.data)
+        ds = dataset or load_dataset(cfg.data, ferplus=cfg.ferplus or None)
         _prune_metrics(run, cfg)
         (run.path / "members").mkdir(exist_ok=True)
         if progress:
