@@ -2,7 +2,8 @@
 
 Trains member 0 (seed 0) of ``seed_cnn`` once per recipe, each adding one change to the
 previous one, and records PublicTest/PrivateTest accuracy of the best-validation weights.
-Resumable: each recipe is a run directory under ``--work``; finished recipes are skipped, and
+Resumable: each recipe is a run directory under ``--work``; recipes already in the results
+file are skipped, and
 ``benchmarks/results/recipe_ablation.json`` is rewritten after each one. Takes hours on a CPU:
 run it in the background, e.g.
     nohup python benchmarks/recipe_ablation.py --data fer2013.csv.gz --threads 1 &
@@ -46,9 +47,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = load_dataset(args.data)
+    done = {}
+    if Path(args.out).exists():  # results of earlier sessions: their run folders may be gone
+        done = {r["recipe"]: r for r in json.loads(Path(args.out).read_text())}
     results, changes = [], {}
     for i, (name, delta) in enumerate(RECIPES):
         changes.update(delta)
+        if name in done and done[name].get("epochs") == args.epochs:
+            results.append(done[name])
+            continue
         run_dir = Path(args.work) / f"r{i}"
         if not (run_dir / "config.json").exists():
             create_run(TrainConfig(data=args.data, members=1, epochs=args.epochs, **changes,
