@@ -161,3 +161,12 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     (15 bins in the paper's tables).
     """
     return float(reliability_bins(probs, labels, n_bins)["ece"])
+
+
+def row_normalised(cm: np.ndarray) -> np.ndarray:
+    """Each row of a confusion matrix divided by its sum: float64 ``(C, C)``, entry [i, j] the
+    fraction of true class i predicted j (per-class recall on the diagonal); a row without faces
+    is all 0."""
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
