@@ -418,4 +418,4 @@ def face_grid(images, captions: list[str] | None = None, scale: int = 2) -> None
     if len(images) == 0:
         st.caption("No faces.")
         return
-    st.image([face_image(im, scale) for im in images], caption=captions)
+    st.image([face_image(im, scale) for im in images], caption=captions, output_format="PNG")
