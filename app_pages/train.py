@@ -4,6 +4,8 @@ The worker (``python -m fer train``) owns the run directory; this page only read
 switch or a browser reload reattaches to a running training and never starts a second one.
 """
 
+import time
+
 import streamlit as st
 
 from app_pages import ui
@@ -18,6 +20,8 @@ from fer.training import (
     create_run,
     dataset_fields,
 )
+
+START_GUARD_S = 5.0
 
 st.title("Train an ensemble")
 st.markdown(
@@ -75,7 +79,12 @@ with st.container(border=True):
     if busy := ui.training_now():
         st.caption(f"Already training: {', '.join(busy)}. A second run would share the CPU with "
                    "it, and both would go slower.")
-    if st.button("Start training", type="primary", key="start", icon=":material/play_arrow:"):
+    # A second click while the first one's rerun is still starting the worker must not start a
+    # second run: this session's last Start counts for START_GUARD_S seconds.
+    just_started = time.time() - st.session_state.get("_last_start", 0.0) < START_GUARD_S
+    if st.button("Start training", type="primary", key="start", icon=":material/play_arrow:",
+                 disabled=just_started) and not just_started:
+        st.session_state["_last_start"] = time.time()
         source = ui.save_upload(upload) if upload else ui.data_source()
         ferplus = None if upload else ui.ferplus_source()
         ds = ui.load(source, ferplus)

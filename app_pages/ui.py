@@ -125,11 +125,25 @@ def find_run(run_id: str | None) -> Run | None:
 
 
 def default_run_id(runs: list[Run]) -> str | None:
-    """A run that is training now, else the newest user run, else the first shipped run."""
+    """A run that is training now, else the newest user run, else a shipped run with finished
+    members (on synthetic data when the sidebar's dataset is synthetic), else the first run."""
     for run in runs:
         if not run.shipped and _state(run) == "running":
             return run.id
-    return runs[0].id if runs else None
+    own = [r for r in runs if not r.shipped]
+    if own:
+        return own[0].id
+    synthetic = data_source().startswith(SYNTHETIC)
+
+    def usable(run: Run) -> tuple[bool, bool]:
+        try:
+            return (bool(run.finished_members()),
+                    bool(run.config().get("dataset_synthetic")) == synthetic)
+        except FerError:
+            return (False, False)
+
+    ranked = sorted(runs, key=usable, reverse=True)  # stable: keeps newest first among equals
+    return ranked[0].id if ranked else None
 
 
 def training_now() -> list[str]:
@@ -346,14 +360,16 @@ def curve_chart(df: pd.DataFrame, measure: str, epochs: int) -> alt.LayerChart:
                 scale=alt.Scale(domain=[0, 1]) if acc else alt.Scale(zero=False),
                 axis=alt.Axis(format="%") if acc else alt.Axis()),
         color=alt.Color("member:N", title="member",
-                        scale=alt.Scale(scheme="tableau10" if df["member"].nunique() <= 10 else "tableau20")),
+                        scale=alt.Scale(scheme="tableau10" if df["member"].nunique() <= 10 else "tableau20"),
+                        # below the plot, in rows: a 25-member legend beside it is cut off
+                        legend=alt.Legend(orient="bottom", columns=13, symbolLimit=0)),
         tooltip=[alt.Tooltip("member:N"), alt.Tooltip("curve:N", title="faces"),
                  alt.Tooltip("epoch:Q"), alt.Tooltip(f"{measure}:Q", format=".1%" if acc else ".3f")],
     )
     lines = base.mark_line().encode(
         strokeDash=alt.StrokeDash("curve:N", title="faces",
                                   scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [5, 3]]),
-                                  legend=alt.Legend(symbolStrokeWidth=2, symbolSize=400)))
+                                  legend=alt.Legend(symbolStrokeWidth=2, symbolSize=400, orient="bottom")))
     points = base.mark_point(filled=True, size=40).encode(detail="curve:N")
     return (lines + points).properties(height=280)
 

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,6 +262,8 @@ def start_worker(run_dir: Path, extra_args: list[str] | None = None) -> int:
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env,
         start_new_session=True)
     log.close()
+    # Reap the worker when it exits, so a long-lived app server collects no zombies.
+    threading.Thread(target=proc.wait, daemon=True, name=f"reap-{proc.pid}").start()
     # Mark the run as running at once, so a rerun in the next second does not start a second
     # worker; the worker overwrites this with its own heartbeat.
     atomic_write_json(run.path / "status.json", {"state": "running", "pid": proc.pid,

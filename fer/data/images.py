@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fer.errors import DataFormatError
 
@@ -43,7 +43,10 @@ def open_image(src: str | os.PathLike | BinaryIO, name: str | None = None) -> Im
         raise DataFormatError(f"{name}: refused, the image is larger than {MAX_PIXELS:,} pixels "
                               f"(decompression-bomb guard; {e})") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataFormatError(f"{name}: not a readable image ({type(e).__name__}: {e})") from e
+        what = ("not a readable image: not a format Pillow knows (expected PNG, JPEG, WebP, BMP, "
+                "TIFF, GIF, …)" if isinstance(e, UnidentifiedImageError)
+                else f"not a readable image: corrupt or truncated ({e})")
+        raise DataFormatError(f"{name}: {what}") from e
     w, h = im.size
     if w * h > MAX_PIXELS:
         raise DataFormatError(f"{name}: refused, the image is {w}x{h} = {w * h:,} pixels, more than the "
