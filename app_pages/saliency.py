@@ -31,14 +31,17 @@ if not members:
     st.stop()
 st.caption(f"Run `{run.id}`: {len(members)} member(s) (change the run in the sidebar).")
 
-source = st.segmented_control("Face from", ["The dataset", "A photo"], default="The dataset",
-                              key="saliency_source")
-if source == "A photo":
-    face, true_label = sc.photo_face("saliency_photo"), None
-    if face is None:
-        st.info("Upload a photo or take one with the camera to see its maps.")
-        st.stop()
-else:
-    face, true_label = sc.dataset_face(run, ui.dataset_for_run(run))
+# One container for the face picker, whose elements vary with the source: the maps' widgets
+# below then keep their place on the page, and with it their values.
+with st.container():
+    source = st.segmented_control("Face from", ["The dataset", "A photo"], default="The dataset",
+                                  key="saliency_source")
+    if source == "A photo":
+        face, true_label = sc.photo_face("saliency_photo"), None
+        if face is None:
+            st.info("Upload a photo or take one with the camera to see its maps.")
+            st.stop()
+    else:
+        face, true_label = sc.dataset_face(run, ui.dataset_for_run(run))
 st.divider()
 sc.saliency_panel(run, members, face, true_label, key="saliency")

@@ -83,6 +83,27 @@ def _maps(run_key: tuple, face: bytes, method: str, target: int, normalise: bool
     return {k: v[:, 0] if k == "maps" else v[0] for k, v in out.items()}
 
 
+# ---------------------------------------------------------------- widgets that keep their value
+def _kept(key: str, default, options=None) -> dict:
+    """``key`` and ``on_change`` for a widget whose value must survive the runs it is not drawn in.
+
+    Streamlit forgets a widget's value after a run that does not draw it (another face source,
+    a photo without a face yet), and a widget drawn again shows its default while its old value
+    may linger on the server. So the value is copied to a plain session-state key on every
+    change and written back into the widget's key before the widget is drawn; the widget is
+    then given no default of its own. A kept value no longer among ``options`` gives way to
+    ``default``.
+    """
+    ss, store = st.session_state, f"_kept_{key}"
+    value = ss.get(store, default)
+    ss[key] = default if options is not None and value not in options else value
+    return dict(key=key, on_change=_remember, args=(key,))
+
+
+def _remember(key: str) -> None:
+    st.session_state[f"_kept_{key}"] = st.session_state[key]
+
+
 # ---------------------------------------------------------------- pictures
 def _lut(name: str) -> np.ndarray:
     import matplotlib
@@ -138,14 +159,14 @@ def _finder(run: Run, ds) -> None:
     :data:`INDEX_KEY`."""
     splits = [s for s in ("public_test", "private_test", "train") if len(ds.indices(s))]
     c1, c2, c3 = st.columns(3)
-    split = c1.selectbox("Split", splits, format_func=SPLIT_TITLES.get, key="saliency_find_split")
+    split = c1.selectbox("Split", splits, format_func=SPLIT_TITLES.get, **_kept("saliency_find_split", splits[0], splits))
     anyc = [-1, *range(len(CLASS_NAMES))]
     name = lambda c: "any" if c < 0 else CLASS_NAMES[c]
     true = c2.selectbox("True class (row of the confusion matrix)", anyc, format_func=name,
-                        key="saliency_find_true")
+                        **_kept("saliency_find_true", -1))
     has_pred = run.predictions_file(split) is not None
     pred = c3.selectbox("Ensemble's majority vote (column)", anyc, format_func=name,
-                        key="saliency_find_pred", disabled=not has_pred,
+                        **_kept("saliency_find_pred", -1), disabled=not has_pred,
                         help=None if has_pred else "The run has no predictions on this split.")
     rows = ds.indices(split)
     votes = np.full(len(ds), -1)
@@ -173,13 +194,14 @@ def dataset_face(run: Run, ds) -> tuple[np.ndarray, int]:
     """The dataset face to explain and its label: row ``st.session_state[INDEX_KEY]``, set by
     ``?face=<row>``, the row field or the finder. Returns uint8 (48, 48) and the label (−1: none)."""
     ss, n = st.session_state, len(ds)
+    notes = st.container()  # warnings go here, so the widgets below keep their place
     asked = st.query_params.get(FACE_PARAM)
     if asked is not None and asked != ss.get("_saliency_face_param"):
         ss["_saliency_face_param"] = asked
         try:
             ss[INDEX_KEY] = int(asked)
         except ValueError:
-            st.warning(f"?{FACE_PARAM}={asked} is not a row number; showing row {ss.get(INDEX_KEY, 0)}.")
+            notes.warning(f"?{FACE_PARAM}={asked} is not a row number.")
     if INDEX_KEY not in ss:
         tests = ds.indices("public_test")
         ss[INDEX_KEY] = int(tests[0]) if len(tests) else 0
@@ -188,7 +210,7 @@ def dataset_face(run: Run, ds) -> tuple[np.ndarray, int]:
     except (TypeError, ValueError):
         row = -1
     if not 0 <= row < n:
-        st.warning(f"Row {ss[INDEX_KEY]!r} is not in this dataset (rows 0–{n - 1}); showing row 0.")
+        notes.warning(f"Row {ss[INDEX_KEY]!r} is not in this dataset (rows 0–{n - 1}); showing row 0.")
         row = 0
     ss[INDEX_KEY] = ss["_saliency_row"] = row
     ss["_saliency_face_param"] = st.query_params[FACE_PARAM] = str(row)
@@ -235,13 +257,12 @@ def photo_face(key: str) -> np.ndarray | None:
                          help="The largest centred square, resized to 48×48."):
                 face = centre_crop(photo)
         else:
+            chosen, which_box = 0, st.container()  # the margin slider keeps its place either way
             if n > 1:
-                chosen = st.radio(f"{n} faces found: which one?", range(n), horizontal=True,
+                chosen = which_box.radio(f"{n} faces found: which one?", range(n), horizontal=True,
                                   format_func=lambda i: f"face {i + 1}", key=f"{key}_which",
                                   help="Numbered as outlined on the photo, largest first.") or 0
-            else:
-                chosen = 0
-            margin = st.slider("Margin around the face", 0.0, 0.6, MARGIN, 0.05, key=f"{key}_margin",
+            margin = st.slider("Margin around the face", 0.0, 0.6, step=0.05, **_kept(f"{key}_margin", MARGIN),
                                format="%.2f", help="Added on each side, as a fraction of the "
                                "detected box (FER2013 faces show the whole head).")
             face = crop_face(photo, chosen, margin)
@@ -318,28 +339,38 @@ def saliency_panel(run: Run, members: list, face: np.ndarray, true_label: int | 
     v = verdict(run, members, face)
     predicted = int(v.mean.argmax())
     c_method, c_target, c_opacity = st.columns([1.3, 2, 1])
-    method = c_method.selectbox("Method", list(METHODS), key=f"{key}_method",
+    method = c_method.selectbox("Method", list(METHODS), **_kept(f"{key}_method", "gradient"),
                                 format_func=lambda k: METHODS[k].title)
-    targets = {"predicted": f"the ensemble's prediction ({CLASS_NAMES[predicted]})"}
-    if true_label is not None and true_label >= 0:
-        targets["true"] = f"the true label ({CLASS_NAMES[true_label]})"
-    targets["chosen"] = "another expression"
+    # Fixed labels (the classes go in the caption below): a label that changed with the face
+    # would make Streamlit treat the radio as a new widget and lose the pick.
+    labelled = true_label is not None and true_label >= 0
+    targets = {"predicted": "the ensemble's prediction", "true": "the true label",
+               "chosen": "another expression"}
     with c_target:
         which = st.radio("Explain the score of", list(targets), format_func=targets.get,
-                         horizontal=True, key=f"{key}_target")
+                         horizontal=True, **_kept(f"{key}_target", "predicted"),
+                         help="The ensemble's prediction is its soft vote (the highest mean "
+                              "probability). A photo has no true label.")
         if which == "chosen":
             target = st.selectbox("Expression", range(len(CLASS_NAMES)), format_func=CLASS_NAMES.__getitem__,
-                                  key=f"{key}_class", label_visibility="collapsed")
+                                  **_kept(f"{key}_class", predicted), label_visibility="collapsed")
+        elif which == "true" and labelled:
+            target = true_label
         else:
-            target = predicted if which == "predicted" else true_label
-    opacity = c_opacity.slider("Map opacity", 0.0, 1.0, 0.7, 0.05, key=f"{key}_opacity",
+            if which == "true":
+                st.caption("This face has no true label: explaining the prediction.")
+            target = predicted
+    opacity = c_opacity.slider("Map opacity", 0.0, 1.0, step=0.05, **_kept(f"{key}_opacity", 0.7),
                                help="0: the face only; 1: the map only.")
-    normalise = c_opacity.toggle("Own scale per member", key=f"{key}_normalise",
+    normalise = c_opacity.toggle("Own scale per member", **_kept(f"{key}_normalise", False),
                                  help="Off: one scale for all members, in the method's units (a "
                                       "member with larger gradients looks brighter). On: each "
                                       "member's map is divided by its largest value first, so "
                                       "each counts equally in the mean and the spread.")
     info = METHODS[method]
+    st.markdown(f"Explaining the score of **{CLASS_NAMES[target]}** · the ensemble predicts "
+                f"{CLASS_NAMES[predicted]} (soft vote)"
+                + (f" · true label {CLASS_NAMES[true_label]}" if labelled else ""))
     st.caption(f"**{info.title}** — {info.summary} Source: {info.source}. The class score is the "
                f"logit of **{CLASS_NAMES[target]}** (before softmax), for every member.")
 
@@ -358,9 +389,11 @@ def saliency_panel(run: Run, members: list, face: np.ndarray, true_label: int | 
 
     st.markdown("**Each member** — one colour scale for all")
     probs = v.probs[:, target]
+    ids = run.finished_members()  # the members' numbers in the run (ui.run_members' order)
+    ids = ids if len(ids) == len(members) else list(range(len(members)))
     st.image([overlay(face, m_, lo, hi, cmap, opacity) for m_ in res["maps"]],
-             caption=[f"member {i} → {CLASS_NAMES[int(p.argmax())]}; p({CLASS_NAMES[target]}) = {probs[i]:.0%}"
-                      for i, p in enumerate(v.probs)], width=48 * SCALE, output_format="PNG")
+             caption=[f"member {m} → {CLASS_NAMES[int(p.argmax())]}; p({CLASS_NAMES[target]}) = {q:.0%}"
+                      for m, p, q in zip(ids, v.probs, probs)], width=48 * SCALE, output_format="PNG")
     st.altair_chart(legend(lo, hi, cmap, unit + (" (clipped)" if np.abs(res["maps"]).max() > hi else "")),
                     width="content")
 
@@ -368,13 +401,18 @@ def saliency_panel(run: Run, members: list, face: np.ndarray, true_label: int | 
     s_hi = colour_range(res["std"], False)[1]
     c1, c2, c3 = st.columns(3)
     c1.image(overlay(face, res["mean"], lo, hi, cmap, opacity, 4),
-             caption=f"Mean of the {len(members)} maps: where the members look, on average",
+             caption=f"Mean of the {len(members)} maps: where the members look, on average"
+                     if len(members) > 1 else "The only member's map (no ensemble yet)",
              width=192, output_format="PNG")
     c1.altair_chart(legend(lo, hi, cmap, unit, 192), width="content")
-    c2.image(overlay(face, res["std"], 0.0, s_hi, STD_CMAP, opacity, 4),
-             caption="Standard deviation across members, pixel by pixel: where they disagree "
-                     "about where to look", width=192, output_format="PNG")
-    c2.altair_chart(legend(0.0, s_hi, STD_CMAP, "std across members", 192), width="content")
+    if len(members) == 1:
+        c2.info("With one member there is no spread to show: the standard deviation across "
+                "members needs two or more.", icon=":material/info:")
+    else:
+        c2.image(overlay(face, res["std"], 0.0, s_hi, STD_CMAP, opacity, 4),
+                 caption="Standard deviation across members, pixel by pixel: where they disagree "
+                         "about where to look", width=192, output_format="PNG")
+        c2.altair_chart(legend(0.0, s_hi, STD_CMAP, "std across members", 192), width="content")
     c3.image(ui.face_image(face, 4), caption="The face (48×48, the members' input)",
              width=192, output_format="PNG")
     st.caption(f"Colours run from {lo:.3g} to {hi:.3g}, the {CLIP_PERCENTILE:g}th percentile of "
@@ -395,27 +433,27 @@ def _sanity(rk, face, method, target, normalise, members, layers, top, top_key) 
         "learned. Step through it and compare the methods. The target class stays the one chosen "
         "above; the random weights are the ones a new, untrained layer would have (fixed seed).")
     b1, b2, b3 = st.columns([1.3, 1.5, 2.5])
-    if b1.button("Randomise the next layer", key=f"{top_key}_next", disabled=top >= len(layers),
-                 icon=":material/shuffle:"):
-        st.session_state[top_key] = top + 1
-        st.rerun()
-    if b2.button("Restore the trained weights", key=f"{top_key}_reset", disabled=top == 0,
-                 icon=":material/restore:"):
-        st.session_state[top_key] = 0
-        st.rerun()
+    b1.button("Randomise the next layer", key=f"{top_key}_next", disabled=top >= len(layers),
+              icon=":material/shuffle:", on_click=st.session_state.__setitem__, args=(top_key, top + 1))
+    b2.button("Restore the trained weights", key=f"{top_key}_reset", disabled=top == 0,
+              icon=":material/restore:", on_click=st.session_state.__setitem__, args=(top_key, 0))
     b3.markdown(f"Random now: **{top} of {len(layers)}** layers"
                 + (f" — {', '.join(layers[:top])}" if top else "")
                 + (f". Next: `{layers[top]}`." if top < len(layers) else ". All random."))
     if top:
         trained = _maps(rk, face.tobytes(), method, target, normalise, 0, members)["mean"]
-        rows = [dict(layers=k, correlation=rank_correlation(trained, _maps(
-            rk, face.tobytes(), method, target, normalise, k, members)["mean"])) for k in range(top + 1)]
+        # |map|: which pixels matter, whatever the sign (Adebayo et al.'s "absolute value" variant;
+        # a random top layer can flip an Integrated Gradients map's sign wholesale).
+        rows = [dict(layers=k, correlation=rank_correlation(np.abs(trained), np.abs(_maps(
+            rk, face.tobytes(), method, target, normalise, k, members)["mean"]))) for k in range(top + 1)]
         df = pd.DataFrame(rows)
-        chart = alt.Chart(df, title="Mean map vs the trained mean map").mark_line(point=True).encode(
+        chart = alt.Chart(df, title="The mean map against the trained one").mark_line(point=True).encode(
             x=alt.X("layers:Q", title="layers randomised from the top", scale=alt.Scale(domain=[0, len(layers)]),
                     axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("correlation:Q", title="Spearman rank correlation", scale=alt.Scale(domain=[-0.2, 1])),
-            tooltip=["layers", alt.Tooltip("correlation:Q", format=".2f")]).properties(height=200, width=420)
+            y=alt.Y("correlation:Q", title="rank correlation", scale=alt.Scale(domain=[-1, 1])),
+            tooltip=["layers", alt.Tooltip("correlation:Q", format=".2f")],
+        ).properties(height=300, width=460)  # the whole chart, axes and title included
         st.altair_chart(chart, width="content")
-        st.caption("1: the same ranking of pixels as with the trained weights; near 0: unrelated. "
-                   "A method that passes the check falls fast.")
+        st.caption("Spearman rank correlation of |mean map| with the trained members' |mean map|: "
+                   "1 = the same ranking of pixels, near 0 = unrelated. A method that passes the "
+                   "check falls fast.")

@@ -23,15 +23,17 @@ members = ui.run_members(run)
 if not members:
     st.info(f"No member of run `{run.id}` has finished yet: pick another run in the sidebar.")
     st.stop()
+notes = st.container()  # so that the widgets below keep their place whether it is used or not
 if run.config().get("dataset_synthetic"):
-    st.warning(f"Run `{run.id}` learned from **synthetic drawn faces**, not photos: its votes on "
+    notes.warning(f"Run `{run.id}` learned from **synthetic drawn faces**, not photos: its votes on "
                "a real face are a curiosity, not a measurement. Pick a run trained on FER2013 in "
                "the sidebar for a fair try.", icon=":material/warning:")
 
-face = sc.photo_face("face")
-if face is None:
-    st.info("Upload a photo or take one with the camera.")
-    st.stop()
+with st.container():  # the photo's elements vary (faces found or not): keep what follows in place
+    face = sc.photo_face("face")
+    if face is None:
+        st.info("Upload a photo or take one with the camera.")
+        st.stop()
 
 # ---------------------------------------------------------------- the vote
 st.subheader("The ensemble's verdict")
