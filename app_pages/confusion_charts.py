@@ -318,6 +318,8 @@ def face_details(run: Run, ds: FaceDataset, view: str, pos: int, caption: str) -
     voters = int(face["votes"].sum())
     st.caption(f"{voters} of {len(face['members'])} members vote on this face here (faded rows do "
                "not). Dashed green: the true class.")
+    st.page_link("app_pages/saliency.py", label="Where do the members look on this face? (Saliency)",
+                 icon=":material/visibility:", query_params={"face": int(face["row"])})
 
 
 # ---------------------------------------------------------------- galleries
