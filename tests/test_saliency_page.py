@@ -172,3 +172,24 @@ def test_refused_uploads_show_a_message():
     Image.new("L", (1, 1)).save(tiny, "PNG")
     at.file_uploader[0].set_value(("dot.png", tiny.getvalue(), "image/png")).run()
     assert "smaller than the minimum" in at.error[0].value
+
+
+def test_a_one_member_run_has_no_spread_to_show(tmp_path, monkeypatch):
+    import shutil
+
+    demo = APP.parent / "checkpoints" / RUN
+    run = tmp_path / "one-member"
+    shutil.copytree(demo, run)
+    for split in ("public_test", "private_test"):
+        path = run / "predictions" / f"{split}.npz"
+        with np.load(path) as z:
+            kept = {k: z[k] for k in z.files}
+        kept["probs"], kept["members"] = kept["probs"][:1], kept["members"][:1]
+        np.savez(path, **kept)
+    monkeypatch.setenv("FER_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.query_params["run"] = "one-member"
+    at.run()
+    at.switch_page(SALIENCY).run()
+    assert not at.exception, at.exception
+    assert "no spread to show" in texts(at)
