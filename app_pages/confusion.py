@@ -17,15 +17,7 @@ st.markdown(
     "each expression (column): the diagonal holds the right answers, everything else a confusion. "
     "**Click a cell** to see exactly the faces in it, with how the members voted.")
 
-run = ui.current_run()
-if run is None:
-    st.info("No run yet: train one on the Train page.")
-    st.stop()
-members = run.finished_members()
-if not members:
-    st.info(f"`{run.id}` has no finished member yet: a member's predictions are stored after its last "
-            "epoch. Come back when the first member has finished.")
-    st.stop()
+run, members = ui.run_with_members()
 
 # ---------------------------------------------------------------- picks
 views = [v for v in fc.VIEWS if run.predictions_file("train" if v == "validation" else v)]

@@ -26,15 +26,7 @@ st.markdown(
     "blue where it is negative (before the activation function).")
 
 # ---------------------------------------------------------------- picks
-run = ui.current_run()
-if run is None:
-    st.info("No run yet: train one on the Train page, or pick a shipped run in the sidebar.")
-    st.stop()
-member_ids = run.finished_members()
-if not member_ids:
-    st.info(f"No member of `{run.id}` has finished yet: a member's weights are shown once its "
-            "training ends. Come back when the first member has finished.")
-    st.stop()
+run, member_ids = ui.run_with_members()
 models = dict(zip(member_ids, ui.run_members(run)))
 dataset = ui.dataset_for_run(run)
 table = fc.layers(run.config()["model"])

@@ -20,15 +20,8 @@ st.markdown(
     "look. Maps are computed with the members in evaluation mode: computing them never changes "
     "a member's weights, BatchNorm statistics or predictions.")
 
-run = ui.current_run()
-if run is None:
-    st.info("No run yet: train one on the Train page, or pick a shipped run in the sidebar.")
-    st.stop()
+run, _ = ui.run_with_members()
 members = ui.run_members(run)
-if not members:
-    st.info(f"No member of run `{run.id}` has finished yet: a member's maps can be drawn once "
-            "its training is done. Pick another run in the sidebar.")
-    st.stop()
 st.caption(f"Run `{run.id}`: {len(members)} member(s) (change the run in the sidebar).")
 
 # One container for the face picker, whose elements vary with the source: the maps' widgets

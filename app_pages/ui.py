@@ -435,3 +435,18 @@ def face_grid(images, captions: list[str] | None = None, scale: int = 2) -> None
         st.caption("No faces.")
         return
     st.image([face_image(im, scale) for im in images], caption=captions, output_format="PNG")
+
+
+def run_with_members() -> tuple[Run, list[int]]:
+    """The sidebar's run and its finished member ids; otherwise the page says why and stops."""
+    run = current_run()
+    if run is None:
+        st.info("No run yet: train one on the Train page, or pick a shipped run in the sidebar.")
+        st.stop()
+    members = run.finished_members()
+    if not members:
+        st.info(f"No member of run `{run.id}` has finished yet: a member's predictions and weights "
+                "are stored after its last epoch. Pick another run in the sidebar, or come back "
+                "when the first member has finished.")
+        st.stop()
+    return run, members

@@ -15,14 +15,8 @@ st.markdown(
     "the size of the FER2013 faces the members learned from. Nothing is stored: the photo lives "
     "in this browser session only.")
 
-run = ui.current_run()
-if run is None:
-    st.info("No run yet: train one on the Train page, or pick a shipped run in the sidebar.")
-    st.stop()
+run, _ = ui.run_with_members()
 members = ui.run_members(run)
-if not members:
-    st.info(f"No member of run `{run.id}` has finished yet: pick another run in the sidebar.")
-    st.stop()
 notes = st.container()  # so that the widgets below keep their place whether it is used or not
 if run.config().get("dataset_synthetic"):
     notes.warning(f"Run `{run.id}` learned from **synthetic drawn faces**, not photos: its votes on "
