@@ -73,6 +73,15 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from fer.runs import merge_members
+
+    added = merge_members(Path(args.source), Path(args.run_dir))
+    print(f"merged {len(added)} member(s) into {args.run_dir}: {added}" if added
+          else f"{args.source} has no finished members to merge")
+    return 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     from fer.data import load_dataset
     from fer.data.audit import audit
@@ -136,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--run-dir", required=True)
     k.add_argument("--fp32", action="store_true", help="keep float32 weights")
     k.set_defaults(func=_pack)
+    g = sub.add_parser("merge", help="copy the finished members of a run trained with other seeds into this run")
+    g.add_argument("--run-dir", required=True, help="the ensemble to add members to")
+    g.add_argument("--from", dest="source", required=True,
+                   help="a run with the same config and other seeds (trained with --seed)")
+    g.set_defaults(func=_merge)
     a = sub.add_parser("audit", help="blank images, exact duplicates, cross-split leakage, class counts")
     a.add_argument("--data", required=True, help="any dataset source load_dataset reads")
     a.add_argument("--ferplus", default=None, help="FER+ fer2013new.csv to relabel a FER2013 CSV with")

@@ -16,6 +16,9 @@ killed writer never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
 import json
 import os
 import signal
@@ -178,6 +181,117 @@ class Run:
     def stop_requested(self) -> bool:
         """True while a Stop is pending: requested, not yet acted on by the worker."""
         return (self.path / "stop.request").exists()
+
+
+@contextlib.contextmanager
+def _predictions_lock(run: Run):
+    """Exclusive ``flock`` on ``<run>/predictions/.lock`` around a read-modify-write of an npz."""
+    folder = run.path / "predictions"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunDirError(f"{folder}: cannot write predictions ({e.strerror or e})") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def add_member_predictions(run: Run, split: str, member: int, stacks: dict[str, np.ndarray],
+                           labels: np.ndarray, indices: np.ndarray) -> None:
+    """Put one member's arrays into ``<run>/predictions/<split>.npz`` (replacing its old ones).
+
+    ``stacks``: per-member arrays, e.g. ``probs`` float32 (N, 7) and, for train, ``validation``
+    and ``trained`` bool (N,); stored stacked (M, ...) in ascending member order with ``members``
+    int64 (M,), ``labels`` int64 (N,) and ``indices`` int64 (N,). Safe against a concurrent
+    writer (a file lock) and a kill (atomic rename). Raises RunDirError when ``indices`` differ
+    from the file's (another dataset) or the folder is not writable.
+    """
+    path = run.path / "predictions" / f"{split}.npz"
+    with _predictions_lock(run):
+        old = run.predictions(split) if path.exists() else {}
+        if old and not np.array_equal(old["indices"], indices):
+            raise RunDirError(f"{path}: member {member}'s predictions cover other faces than the "
+                              f"stored ones ({len(indices)} vs {len(old['indices'])}); another dataset?")
+        members = [int(m) for m in old.get("members", [])]
+        arrays = {}
+        for key, value in stacks.items():
+            prev = old.get(key)
+            if prev is None or len(prev) != len(members):
+                prev = np.zeros((len(members), *value.shape), value.dtype)
+            if member in members:
+                prev = prev.copy()
+                prev[members.index(member)] = value
+                arrays[key] = prev
+            else:
+                arrays[key] = np.concatenate([prev, value[None]])
+        if member not in members:
+            members.append(member)
+        order = np.argsort(members)
+        out = {k: v[order] for k, v in arrays.items()}
+        out["probs"] = out["probs"].astype(np.float32)
+        buf = io.BytesIO()
+        np.savez(buf, **out, members=np.asarray(members)[order].astype(np.int64),
+                 labels=np.asarray(labels).astype(np.int64), indices=np.asarray(indices).astype(np.int64))
+        atomic_write_bytes(path, buf.getvalue())
+
+
+# Config keys that may differ between runs whose members can be merged: a member is defined by
+# the rest of the config and its seed.
+_MERGE_FREE_KEYS = {"base_seed", "members", "created"}
+
+
+def merge_members(src_dir: Path, dst_dir: Path) -> list[int]:
+    """Copy the finished members of run ``src_dir`` into run ``dst_dir``; returns their numbers
+    in ``dst_dir`` (ascending).
+
+    Members are defined by their seed, so two workers (two processes, two laptops, a class
+    where each student trains a few seeds) can train disjoint seeds of one ensemble with
+    ``--seed`` and merge them: source member j (seed ``src.base_seed + j``) becomes member
+    ``seed - dst.base_seed``. Weights, metrics and predictions are copied; predictions last, so
+    a kill mid-merge leaves the member unfinished rather than half there.
+
+    Raises RunDirError when the configs differ in anything but seed/members (naming the key),
+    a seed falls outside ``dst``'s members, ``dst`` already has that member, or ``dst``'s worker
+    is training it right now.
+    """
+    from fer.weights import load_tensors, save_tensors
+
+    src, dst = Run(Path(src_dir)), Run(Path(dst_dir))
+    cs, cd = src.config(), dst.config()
+    for key in sorted((set(cs) | set(cd)) - _MERGE_FREE_KEYS):
+        a, b = cs.get(key, ""), cd.get(key, "")
+        if a != b:
+            raise RunDirError(f"cannot merge {src.path} into {dst.path}: config {key!r} differs "
+                              f"({a!r} vs {b!r}); members of one ensemble share everything but the seed")
+    have, st = set(dst.finished_members()), dst.status()
+    plan = []
+    for j in src.finished_members():
+        seed = int(cs["base_seed"]) + j
+        m = seed - int(cd["base_seed"])
+        if not 0 <= m < int(cd["members"]):
+            raise RunDirError(f"{src.path} member {j} has seed {seed}; {dst.path} has seeds "
+                              f"{cd['base_seed']}..{int(cd['base_seed']) + int(cd['members']) - 1}")
+        if m in have:
+            raise RunDirError(f"{dst.path} already has member {m} (seed {seed})")
+        if st.get("state") == "running" and st.get("member") == m:
+            raise RunDirError(f"{dst.path}: its worker is training member {m} (seed {seed}) right now")
+        plan.append((j, m))
+    splits = [p.stem for p in sorted((src.path / "predictions").glob("*.npz"))]
+    for j, m in plan:
+        tensors, meta = load_tensors(src.weights_path(j))
+        save_tensors(dst.weights_path(m), tensors, dict(meta, member=m))
+        for rec in src.metrics():
+            if rec["member"] == j:
+                append_jsonl(dst.path / "metrics.jsonl", dict(rec, member=m))
+        for split in splits:
+            z = src.predictions(split)
+            i = [int(x) for x in z["members"]].index(j)
+            stacks = {k: z[k][i] for k in z if k not in ("members", "labels", "indices")}
+            add_member_predictions(dst, split, m, stacks, z["labels"], z["indices"])
+    return [m for _, m in plan]
 
 
 def list_runs(roots: list[Path] | None = None) -> list[Run]:

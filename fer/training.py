@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import io
 import json
 import math
 import os
@@ -34,7 +33,7 @@ from fer.ensemble import member_seed, member_split
 from fer.errors import ConfigError, FerError, RunDirError
 from fer.labels import NUM_CLASSES
 from fer.models import create_model, model_spec
-from fer.runs import Run, append_jsonl, atomic_write_bytes, atomic_write_json
+from fer.runs import Run, add_member_predictions, append_jsonl, atomic_write_bytes, atomic_write_json
 from fer.weights import load_model, load_tensors, save_model, save_tensors
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -424,32 +423,8 @@ def store_member_predictions(run: Run, ds: FaceDataset, member: int, model: nn.M
         if split == "train" and cfg is not None:
             tr, va = member_rows(ds, cfg, member)
             masks = {"validation": np.isin(rows, va), "trained": np.isin(rows, tr)}
-        path = run.path / "predictions" / f"{split}.npz"
-        old = {}
-        if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                old = {k: z[k] for k in z.files}
-        members = [int(m) for m in old.get("members", [])]
-        stacks = {"probs": probs, **masks}
-        arrays = {}
-        for key, value in stacks.items():
-            prev = old.get(key)
-            if prev is None or len(prev) != len(members):
-                prev = np.zeros((len(members), *value.shape), value.dtype)
-            if member in members:
-                prev[members.index(member)] = value
-                arrays[key] = prev
-            else:
-                arrays[key] = np.concatenate([prev, value[None]])
-        if member not in members:
-            members.append(member)
-        order = np.argsort(members)
-        out = {k: v[order] for k, v in arrays.items()}
-        out["probs"] = out["probs"].astype(np.float32)
-        buf = io.BytesIO()
-        np.savez(buf, **out, members=np.asarray(members)[order].astype(np.int64),
-                 labels=ds.labels[rows].astype(np.int64), indices=rows.astype(np.int64))
-        atomic_write_bytes(path, buf.getvalue())
+        add_member_predictions(run, split, member, {"probs": probs, **masks},
+                               ds.labels[rows], rows)
 
 
 def member_rows(ds: FaceDataset, cfg: TrainConfig, member: int) -> tuple[np.ndarray, np.ndarray]:
@@ -519,9 +494,10 @@ def _train_members(run: Run, cfg: TrainConfig, hb: _Heartbeat, progress: bool,
             bar = tqdm(total=cfg.members * cfg.epochs, unit="epoch", desc=run.id)
         # A member whose predictions are stored is finished, even when its resume state was
         # dropped (shipped runs keep only best weights and predictions).
-        finished = set(run.finished_members())
         for m in range(cfg.members):
-            if m in finished:
+            # Re-read each time: members merged in from another worker (fer.runs.merge_members)
+            # while this one trains are skipped.
+            if m in run.finished_members():
                 continue
             last = run.path / "members" / f"m{m:02d}.last.safetensors"
             model = opt = None

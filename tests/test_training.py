@@ -4,10 +4,11 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from fer.cli import main as cli
 from fer.data import load_dataset
-from fer.errors import ConfigError
+from fer.errors import ConfigError, RunDirError
 from fer.runs import Run, kill_worker, start_worker
 from fer.training import MemberState, TrainConfig, create_run, dataset_fields, run_training
 
@@ -200,3 +201,57 @@ def test_validation_masks_match_the_member_split_and_exclusions(tmp_path, tiny_c
     finally:
         audit.training_exclusions = orig
     assert len(t) + len(v) == 398 and not set(flagged) & (set(t) | set(v))
+
+
+def test_members_trained_apart_and_merged_equal_one_run(tmp_path, tiny_csv):
+    """A member is defined by config + seed: seeds 1..2 trained in a second run (--seed 1) and
+    merged give exactly the predictions, weights and masks of one 3-member run."""
+    from fer.runs import merge_members
+    from fer.training import run_training as rt
+    from fer.weights import load_tensors
+
+    whole = make_run(tmp_path, tiny_csv, "whole", members=3)
+    part_a = make_run(tmp_path, tiny_csv, "a", members=3)
+    part_b = make_run(tmp_path, tiny_csv, "b", members=2, base_seed=1)
+    for run in (whole, part_b):
+        assert rt(run.path, progress=False)["state"] == "done"
+    cfg = part_a.config()
+    (part_a.path / "config.json").write_text(json.dumps(dict(cfg, members=1)))
+    assert rt(part_a.path, progress=False)["state"] == "done"
+    (part_a.path / "config.json").write_text(json.dumps(cfg))
+
+    assert merge_members(part_b.path, part_a.path) == [1, 2]
+    assert part_a.finished_members() == [0, 1, 2]
+    for split in ("train", "public_test", "private_test"):
+        got, want = part_a.predictions(split), whole.predictions(split)
+        assert sorted(got) == sorted(want)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], atol=1e-6, err_msg=f"{split} {key}")
+    t_got, meta = load_tensors(part_a.weights_path(2))
+    t_want, _ = load_tensors(whole.weights_path(2))
+    assert meta["member"] == 2 and meta["seed"] == 2
+    assert all(torch.equal(t_got[k], t_want[k]) for k in t_want)
+    assert [(r["member"], r["seed"]) for r in part_a.metrics()] == [(0, 0), (1, 1), (2, 2)]
+    # Resuming the merged run has nothing left to train.
+    assert rt(part_a.path, progress=False)["state"] == "done"
+    assert part_a.finished_members() == [0, 1, 2]
+
+
+def test_merge_refuses_other_recipes_existing_members_and_foreign_seeds(tmp_path, tiny_csv):
+    from fer.runs import merge_members
+    from fer.training import run_training as rt
+
+    dst = make_run(tmp_path, tiny_csv, "dst", members=2)
+    assert rt(dst.path, progress=False)["state"] == "done"
+    other = make_run(tmp_path, tiny_csv, "lr", members=1, base_seed=1, lr=0.01)
+    with pytest.raises(RunDirError, match="config 'lr' differs"):
+        merge_members(other.path, dst.path)
+    again = make_run(tmp_path, tiny_csv, "again", members=1, base_seed=1)
+    assert rt(again.path, progress=False)["state"] == "done"
+    with pytest.raises(RunDirError, match="already has member 1"):
+        merge_members(again.path, dst.path)
+    far = make_run(tmp_path, tiny_csv, "far", members=1, base_seed=5)
+    assert rt(far.path, progress=False)["state"] == "done"
+    with pytest.raises(RunDirError, match="seed 5.*seeds 0..1"):
+        merge_members(far.path, dst.path)
+    assert dst.finished_members() == [0, 1]
