@@ -13,7 +13,7 @@ from fer.errors import FerError
 def _train(args: argparse.Namespace) -> int:
     from fer.data import load_dataset
     from fer.runs import Run
-    from fer.training import TrainConfig, create_run, dataset_fields, run_training
+    from fer.training import TrainConfig, create_run, dataset_fields, make_run_dir, run_training
 
     if args.threads:
         import torch
@@ -26,6 +26,7 @@ def _train(args: argparse.Namespace) -> int:
                            f"or choose a new --run-dir")
         ds = None
     else:
+        make_run_dir(run_dir)  # fail before loading the data, not after
         ds = load_dataset(args.data, ferplus=args.ferplus or None)
         cfg = TrainConfig(data=args.data, ferplus=args.ferplus, model=args.model, members=args.members, epochs=args.epochs,
                           base_seed=args.seed, batch_size=args.batch_size, lr=args.lr,
@@ -56,6 +57,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"  member {m:2d}: {acc:.4f}")
         if report["majority"] is not None:
             print(f"  majority vote: {report['majority']:.4f}\n  soft vote:     {report['soft']:.4f}")
+        if "stored_max_abs_diff" in report:
+            print(f"  recomputed vs stored predictions: max |diff| {report['stored_max_abs_diff']:.2e}, "
+                  f"same top class {report['stored_argmax_agreement']:.4%}")
         if report.get("size_curve"):
             print("   k  ensembles  majority (mean ± std)  soft (mean ± std)  oracle   ECE     NLL")
             for r in report["size_curve"]:

@@ -34,13 +34,20 @@ def split_predictions(run: Run, split: str, data: str | None = None, recompute: 
 
         if data is None:
             raise RunDirError("--recompute needs --data: the dataset the run was trained on")
-        ds = load_dataset(data)
+        ds = load_dataset(data, ferplus=cfg.ferplus or None)
         rows = ds.indices(base)
         rows = rows[ds.labels[rows] >= 0]
-        members = [m for m in range(cfg.members) if run.weights_path(m).exists()]
+        # Finished members only: a member in training also has best-so-far weights on disk.
+        members = run.finished_members() or [m for m in range(cfg.members) if run.weights_path(m).exists()]
         probs = np.stack([predict_proba(load_model(run.weights_path(m), cfg.model), ds.images[rows])
                           for m in members])
         pred = dict(probs=probs, members=np.array(members), labels=ds.labels[rows], indices=rows)
+        stored = run.predictions(base) if run.predictions_file(base) else None
+        if stored is not None and np.array_equal(stored["indices"], rows) \
+                and stored["members"].tolist() == list(members):
+            # How far the weights as shipped (e.g. fp16) are from the predictions stored at training.
+            pred["stored_max_abs_diff"] = float(np.abs(stored["probs"] - probs).max())
+            pred["stored_argmax_agreement"] = float(np.mean(stored["probs"].argmax(-1) == probs.argmax(-1)))
     else:
         pred = run.predictions(base)
     if split == "validation":
@@ -65,7 +72,9 @@ def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: 
     :func:`fer.metrics.per_class_scores`) and size_curve (:func:`fer.ensemble.size_curve` with
     ``max_subsets`` ensembles per size k and ``seed``: per k, mean/std/min/max of majority and
     soft accuracy, oracle, disagreement, nll, ece; ~0.7 s CPU for 25 members on 3,589 faces,
-    None with ``curve=False``). On ``validation`` (faces differ per member) the ensemble fields
+    None with ``curve=False``). With ``recompute`` and stored predictions for the same faces and
+    members, also ``stored_max_abs_diff`` (max |recomputed - stored| probability) and
+    ``stored_argmax_agreement`` (fraction of (member, face) pairs with the same top class). On ``validation`` (faces differ per member) the ensemble fields
     are None. Raises RunDirError when the stored predictions are not probabilities.
     """
     run = Run(Path(run_dir))
@@ -86,10 +95,14 @@ def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: 
         rows = size_curve(probs, labels, max_subsets, seed) if curve else None
     except ValueError as e:
         raise RunDirError(f"{run.path}: predictions for {split!r}: {e}") from e
-    return dict(run=run.id, split=split, n=int(len(labels)), member_ids=pred["members"].tolist(),
-                members=member_accuracies(probs, labels).tolist(), majority=accuracy(maj, labels),
-                soft=accuracy(soft_vote(probs), labels), confusion=confusion_matrix(labels, maj).tolist(),
-                per_class=per_class, size_curve=rows)
+    report = dict(run=run.id, split=split, n=int(len(labels)), member_ids=pred["members"].tolist(),
+                  members=member_accuracies(probs, labels).tolist(), majority=accuracy(maj, labels),
+                  soft=accuracy(soft_vote(probs), labels), confusion=confusion_matrix(labels, maj).tolist(),
+                  per_class=per_class, size_curve=rows)
+    for key in ("stored_max_abs_diff", "stored_argmax_agreement"):
+        if key in pred:
+            report[key] = pred[key]
+    return report
 
 
 def member_reliability(run_dir: Path, split: str, member: int, n_bins: int = 15) -> dict:
