@@ -44,11 +44,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _member_list(text: str | None) -> list[int] | None:
+    """``"0-8"``, ``"0,3,5"`` or ``"0-4,9"`` → member ids; None for None/empty. Raises FerError."""
+    if not text:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out.extend(range(int(a), int(b or a) + 1))
+    except ValueError:
+        raise FerError(f"--members {text!r}: expected member ids like 0-8 or 0,3,5") from None
+    return out
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from fer.evaluation import evaluate_run
 
     report = evaluate_run(Path(args.run_dir), args.split, data=args.data, recompute=args.recompute,
-                          max_subsets=args.subsets)
+                          max_subsets=args.subsets, members=_member_list(args.members))
     if args.json:
         print(json.dumps(report))
     else:
@@ -143,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--recompute", action="store_true", help="recompute predictions from weights (needs --data)")
     e.add_argument("--subsets", type=int, default=200,
                    help="size curve: ensembles scored per size k (all when fewer exist)")
+    e.add_argument("--members", default=None,
+                   help="only these members vote, e.g. 0-8 (the first 9) or 0,3,5; default all finished")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
     k = sub.add_parser("pack", help="make a finished run shippable (fp16 weights, no resume state)")

@@ -65,7 +65,8 @@ def split_predictions(run: Run, split: str, data: str | None = None, recompute: 
 
 
 def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: bool = False,
-                 max_subsets: int = 200, seed: int = 0, curve: bool = True) -> dict:
+                 max_subsets: int = 200, seed: int = 0, curve: bool = True,
+                 members: list[int] | None = None) -> dict:
     """JSON-ready report: run, split, n, member_ids, members (accuracies), majority, soft,
     confusion (7x7 counts of the majority vote, rows = true class, columns = predicted),
     per_class (list of 7 dicts: class, precision, recall, f1, support of the majority vote;
@@ -75,10 +76,21 @@ def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: 
     None with ``curve=False``). With ``recompute`` and stored predictions for the same faces and
     members, also ``stored_max_abs_diff`` (max |recomputed - stored| probability) and
     ``stored_argmax_agreement`` (fraction of (member, face) pairs with the same top class). On ``validation`` (faces differ per member) the ensemble fields
-    are None. Raises RunDirError when the stored predictions are not probabilities.
+    are None. ``members``: only these member ids vote (e.g. ``range(9)``: the first 9 of a
+    15-member run); default all finished members.
+    Raises RunDirError when the stored predictions are not probabilities or a requested member
+    has none.
     """
     run = Run(Path(run_dir))
     pred = split_predictions(run, split, data, recompute)
+    if members is not None:
+        have = [int(m) for m in pred["members"]]
+        missing = sorted(set(members) - set(have))
+        if missing:
+            raise RunDirError(f"{run.path}: member(s) {missing} have no predictions on {split!r}; "
+                              f"finished members: {have}")
+        keep = [have.index(m) for m in sorted(set(members))]
+        pred = dict(pred, probs=pred["probs"][keep], members=pred["members"][keep])
     probs, labels = pred["probs"], pred["labels"]
     if split == "validation":
         accs = [float(np.mean(np.nanargmax(p[~np.isnan(p[:, 0])], 1) == labels[~np.isnan(p[:, 0])]))

@@ -297,3 +297,18 @@ def test_member_reliability_takes_a_member_id_and_names_the_run(tmp_path):
         with pytest.raises(RunDirError, match=words) as e:
             member_reliability(run.path, split, member)
         assert str(run.path) in str(e.value)
+
+
+def test_evaluate_members_subset_votes_only_those_members(tmp_path, capsys):
+    from fer.ensemble import majority_vote
+
+    p, labels = random_pool(5, 90, seed=9)
+    run = run_with_predictions(tmp_path, p, labels)
+    assert cli(["evaluate", "--run-dir", str(run.path), "--members", "0-1,4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["member_ids"] == [0, 1, 4]
+    assert report["majority"] == pytest.approx(np.mean(majority_vote(p[[0, 1, 4]]) == labels))
+    assert cli(["evaluate", "--run-dir", str(run.path), "--members", "3-7"]) == 2
+    assert "member(s) [5, 6, 7] have no predictions" in capsys.readouterr().err
+    assert cli(["evaluate", "--run-dir", str(run.path), "--members", "a-b"]) == 2
+    assert "expected member ids like 0-8" in capsys.readouterr().err
