@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import ui
+from fer.data import data_root
 from fer.errors import FerError
 from fer.runs import list_runs
 
@@ -83,9 +84,11 @@ def sidebar() -> None:
     """Dataset and run pickers; what is active, and whether the data are synthetic."""
     ui.init_picks()
     with st.sidebar:
+        root = data_root()  # FER_DATA_ROOT: typed paths must lie inside it (checked by ui.load)
+        inside = f" On this server, paths must lie inside {root}." if root else ""
         st.text_input("Dataset", key=ui.DATA_KEY,
                       help="Path to Kaggle's fer2013.csv (also .csv.gz or .zip), or the word "
-                           "'synthetic' for the built-in drawn faces.")
+                           f"'synthetic' for the built-in drawn faces.{inside}")
         if not ui.data_source().startswith("synthetic"):
             st.text_input("FER+ votes (optional)", key=ui.FERPLUS_KEY, placeholder="fer2013new.csv",
                           help="Path to Microsoft's FER+ fer2013new.csv: the faces get FER+'s "

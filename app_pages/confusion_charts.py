@@ -94,8 +94,9 @@ def _ferplus(path: str, mtime: int, ds_id: str, _ds: FaceDataset) -> np.ndarray:
 
 
 def ferplus_votes(path: str, ds: FaceDataset) -> np.ndarray:
-    """:func:`fer.confusion.ferplus_votes` for the dataset ``ds``, cached per file and dataset."""
-    p = Path(path).expanduser()
+    """:func:`fer.confusion.ferplus_votes` for the dataset ``ds``, cached per file and dataset.
+    Raises DataPathError for a path outside ``FER_DATA_ROOT`` (:func:`ui.allowed_source`)."""
+    p = Path(ui.allowed_source(path))
     return _ferplus(str(p), p.stat().st_mtime_ns if p.exists() else 0, ds.id, ds)
 
 

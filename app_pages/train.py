@@ -11,6 +11,7 @@ import streamlit as st
 from app_pages import ui
 from fer.labels import SPLIT_TITLES
 from fer.models import list_models
+from fer.run_archive import zip_run
 from fer.runs import new_run_dir, start_worker
 from fer.training import (
     AUGMENTS,
@@ -87,7 +88,7 @@ with st.container(border=True):
         st.session_state["_last_start"] = time.time()
         source = ui.save_upload(upload) if upload else ui.data_source()
         ferplus = None if upload else ui.ferplus_source()
-        ds = ui.load(source, ferplus)
+        ds = ui.load(source, ferplus, shown_as=upload.name if upload else None)
         cfg = TrainConfig(data=source, ferplus=ferplus or "", model=model, members=int(members),
                           epochs=int(epochs), base_seed=int(seed), batch_size=int(batch_size),
                           lr=float(lr), val_fraction=float(val_fraction), precision=precision,
@@ -99,6 +100,24 @@ with st.container(border=True):
         if upload:
             ui.select_data(source)
         st.rerun()
+
+# ---------------------------------------------------------------- a run from elsewhere
+with st.expander("Import a run (.zip)", icon=":material/upload_file:"):
+    st.caption("A run folder zipped on another machine (its **Download this run** button): "
+               "config.json, members/m00.safetensors …, predictions/*.npz, metrics.jsonl. It is "
+               "checked in full before it joins your runs. Weights are read as safetensors only: "
+               "pickle files (PyTorch .pt) are refused, because loading one can run any code.")
+    archive = st.file_uploader("Run archive (.zip, up to 200 MB unpacked)", key="import_upload")
+    if archive is not None:
+        imported, refusal, fresh = ui.import_upload(archive)
+        if refusal:
+            st.error(refusal, icon=":material/error:")
+        elif fresh:  # just imported: make it the current run (once; the picker stays free)
+            ui.select_run(imported)
+            st.rerun()
+        else:
+            st.success(f"Imported as run `{imported}`: it is in the sidebar's run picker.",
+                       icon=":material/check_circle:")
 
 # ---------------------------------------------------------------- the current run
 run = ui.current_run()
@@ -112,6 +131,11 @@ stopping = run.stop_requested()
 st.subheader(f"Run {run.id}" + (" (shipped with the app)" if run.shipped else ""))
 st.markdown(ui.config_line(cfg))
 st.caption("Open another run with the sidebar's run picker.")
+if mode == "done":
+    st.download_button("Download this run (.zip)", data=lambda: zip_run(run.path), key="download_run",
+                       file_name=f"{run.id}.zip", mime="application/zip", icon=":material/download:",
+                       help="Config, metrics, the members' weights (safetensors) and predictions; "
+                            "another copy of the app opens it with Import a run.")
 if not run.shipped and mode == "running":
     if stopping:
         st.button("Stopping…", key="stopping", icon=":material/hourglass_top:", disabled=True,
@@ -122,6 +146,7 @@ if not run.shipped and mode == "running":
 if not run.shipped and mode in ("new", "stopped", "interrupted", "failed") and st.button(
         "Resume" if mode != "new" else "Start worker", key="resume", type="primary",
         icon=":material/play_arrow:", help="Continue training where it stopped."):
+    ui.check_run_data(cfg)  # an imported run's config may name any path
     start_worker(run.path)
     st.rerun()
 

@@ -20,7 +20,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from fer.data import SYNTHETIC, FaceDataset, load_dataset
+from fer.data import (
+    SYNTHETIC,
+    FaceDataset,
+    check_allowed_source,
+    load_dataset,
+    path_allowed,
+)
 from fer.errors import FerError
 from fer.evaluation import evaluate_run
 from fer.labels import SPLIT_TITLES
@@ -111,7 +117,8 @@ def ferplus_source() -> str | None:
 
 def current_dataset() -> FaceDataset:
     """The dataset picked in the sidebar (cached). Raises FerError when it cannot be loaded."""
-    return load(data_source(), ferplus_source())
+    typed = st.session_state.get(FERPLUS_KEY) or ""  # as typed: errors quote the user's own text
+    return load(st.session_state.get(DATA_KEY) or default_source(), typed.strip() or None)
 
 
 def current_run() -> Run | None:
@@ -185,20 +192,48 @@ def _load(source: str, signature: tuple[int, int] | None, ferplus: str | None = 
     return load_dataset(source, ferplus=ferplus)
 
 
-def load(source: str, ferplus: str | None = None) -> FaceDataset:
+def load(source: str, ferplus: str | None = None, shown_as: str | None = None) -> FaceDataset:
     """The dataset at ``source`` (a path or ``synthetic``), with FER+ labels from ``ferplus``
-    when given, cached until a file changes.
+    when given, cached until a file changes. ``shown_as``: the name errors give the file instead
+    of its stored name (an upload is stored as ``<sha256>.csv``; the user knows it by its own name).
 
-    Shared by every session: never mutate it. Raises FerError (DataFormatError) for a bad source.
+    Shared by every session: never mutate it. Raises FerError: DataPathError for a path outside
+    ``FER_DATA_ROOT`` (see :func:`allowed_source`), DataFormatError for a bad source.
     """
-    src = normalise_source(source)
-    fp = normalise_source(ferplus) if ferplus else None
-    return _load(src, _signature(src), fp, _signature(fp) if fp else None)
+    src = allowed_source(source)
+    fp = allowed_source(ferplus) if ferplus else None
+    try:
+        return _load(src, _signature(src), fp, _signature(fp) if fp else None)
+    except FerError as e:
+        if shown_as and Path(src).name in str(e):
+            raise type(e)(str(e).replace(Path(src).name, shown_as)) from e
+        raise
 
 
 def split_sizes(ds: FaceDataset) -> dict[str, int]:
     """Number of labelled faces per split title, e.g. ``{"Training": 4000, ...}``."""
     return {SPLIT_TITLES[s]: int(c.sum()) for s, c in ds.counts().items()}
+
+
+def uploads_dir() -> Path:
+    """Where the app stores dataset uploads: ``<runs root>/_uploads``."""
+    return user_runs_root() / "_uploads"
+
+
+def allowed_source(source: str) -> str:
+    """A dataset path typed into the app (or ``synthetic``), normalised and, when the server sets
+    ``FER_DATA_ROOT``, checked to lie inside it or in :func:`uploads_dir` (the app's own uploads).
+    Raises DataPathError naming the path and the root (``fer.data.check_allowed_source``)."""
+    text = str(source).strip().strip("'\"").strip()  # as normalise_source, but errors show the typed path
+    return check_allowed_source(text or SYNTHETIC, also=(uploads_dir(),))
+
+
+def check_run_data(cfg: dict) -> None:
+    """Before a worker (re)starts a run: its data and FER+ paths must be allowed here too (an
+    imported run's config may name any path). Raises DataPathError."""
+    for key in ("data", "ferplus"):
+        if cfg.get(key):
+            allowed_source(cfg[key])
 
 
 def save_upload(uploaded) -> str:
@@ -208,10 +243,32 @@ def save_upload(uploaded) -> str:
     tells plain, gzip and zip content apart by its first bytes, not by the suffix.
     """
     data = uploaded.getvalue()
-    path = user_runs_root() / "_uploads" / f"{hashlib.sha256(data).hexdigest()}.csv"
+    path = uploads_dir() / f"{hashlib.sha256(data).hexdigest()}.csv"
     if not path.exists():
         atomic_write_bytes(path, data)
     return str(path.resolve())
+
+
+def import_upload(uploaded) -> tuple[str | None, str | None, bool]:
+    """Import an ``st.file_uploader`` run archive (:func:`fer.run_archive.import_run`) once per
+    upload: ``(run id, None, fresh)``, or ``(None, why it was refused, fresh)``; ``fresh`` is True
+    on the script run that did the import, False on later reruns.
+
+    The outcome is remembered in the session by upload, so reruns neither import it twice nor
+    validate it again. A refusal is returned, not raised: it concerns this upload only, and the
+    rest of the page (the current run) still draws.
+    """
+    from fer.run_archive import import_run
+
+    done = st.session_state.setdefault("_run_imports", {})
+    key = getattr(uploaded, "file_id", None) or hashlib.sha256(uploaded.getvalue()).hexdigest()
+    if key in done:
+        return (*done[key], False)
+    try:
+        done[key] = (import_run(uploaded.getvalue(), name=uploaded.name).id, None)
+    except FerError as e:
+        done[key] = (None, str(e))
+    return (*done[key], True)
 
 
 @st.cache_data(show_spinner=False)
@@ -409,7 +466,7 @@ def dataset_for_run(run: Run) -> FaceDataset:
     except FerError:
         pass
     source = str(cfg.get("data", ""))
-    if source and Path(source).exists():
+    if source and path_allowed(normalise_source(source), also=(uploads_dir(),)) and Path(source).exists():
         ds = load(source, cfg.get("ferplus") or None)
         if not want or ds.provenance.get("sha256") == want:
             return ds

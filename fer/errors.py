@@ -9,6 +9,10 @@ class DataFormatError(FerError):
     """A dataset file or folder is not in a format we read, or holds a bad row/field."""
 
 
+class DataPathError(FerError):
+    """A data path typed into the app lies outside the folder the server allows (FER_DATA_ROOT)."""
+
+
 class CheckpointError(FerError):
     """A weights file is corrupt, truncated, pickled, or does not match the architecture."""
 

@@ -21,6 +21,29 @@ from fer.models import create_model
 from fer.runs import atomic_write_bytes
 
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format: a zip holding data.pkl
+
+
+def pickle_kind(data: bytes) -> str | None:
+    """What pickle-bearing file ``data`` starts as (a PyTorch ``.pt`` zip, a pickle stream), or None.
+
+    Pickle protocols 2–5 start with ``0x80 <protocol>``; ``torch.save`` (PyTorch ≥ 1.6) writes a
+    zip archive whose ``*/data.pkl`` is a pickle. A zip without a ``.pkl`` member is not reported.
+    """
+    if data[:2] in PICKLE_MAGIC[:4]:
+        return f"a Python pickle (protocol {data[1]})"
+    if data[:4] == ZIP_MAGIC:
+        import io
+        import zipfile
+
+        try:
+            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return None
+        pkl = [n for n in names if n.endswith(".pkl")]
+        if pkl:
+            return f"a PyTorch torch.save (.pt) file: a zip holding the pickle {pkl[0]}"
+    return None
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
@@ -40,9 +63,11 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         data = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read weights ({e.strerror or e})") from e
-    if data[:2] in PICKLE_MAGIC or data[:4] in PICKLE_MAGIC:
-        raise CheckpointError(f"{path.name}: this is a pickle/PyTorch .pt file; for safety only "
+    if (kind := pickle_kind(data)) is not None:
+        raise CheckpointError(f"{path.name}: refused: this is {kind}; for safety only "
                               f"safetensors weights are accepted (pickle can run code)")
+    if data[:4] == ZIP_MAGIC:
+        raise CheckpointError(f"{path.name}: a zip archive, not a safetensors file")
     try:
         tensors = st_load(data)
         import safetensors
@@ -69,8 +94,9 @@ def save_model(path: Path, model: nn.Module, model_name: str, metadata: dict | N
 def load_model(path: Path, model_name: str) -> nn.Module:
     """A ``model_name`` model with the weights of ``path``, in eval mode, float32.
 
-    Raises CheckpointError naming the file and the first missing, unexpected or mis-shaped key
-    (e.g. weights of another architecture, or renamed keys).
+    Raises CheckpointError naming the file and how many keys are missing / unexpected (with the
+    first of each, sorted), or the first mis-shaped tensor with both shapes (e.g. weights of
+    another architecture, or renamed keys), or a tensor holding NaN or infinity.
     """
     tensors, meta = load_tensors(path)
     if meta.get("model") not in (None, model_name):
@@ -78,15 +104,20 @@ def load_model(path: Path, model_name: str) -> nn.Module:
                               f"expected {model_name!r}")
     model = create_model(model_name)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
+    missing = sorted(k for k in expected if k not in tensors)
+    unexpected = sorted(k for k in tensors if k not in expected)
     if missing or unexpected:
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (", …" if len(keys) > 3 else "")
+        parts = ([f"{len(missing)} missing ({some(missing)})"] if missing else []) + \
+                ([f"{len(unexpected)} unexpected ({some(unexpected)})"] if unexpected else [])
         raise CheckpointError(f"{Path(path).name}: keys do not match {model_name}: "
-                              f"missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
-                              f"unexpected {unexpected[:3]}{'…' if len(unexpected) > 3 else ''}")
+                              f"{'; '.join(parts)} (weights of another model, or renamed keys?)")
     for k, v in expected.items():
         if tuple(tensors[k].shape) != tuple(v.shape):
             raise CheckpointError(f"{Path(path).name}: tensor {k} has shape {tuple(tensors[k].shape)}, "
                                   f"{model_name} expects {tuple(v.shape)}")
+        if tensors[k].is_floating_point() and not bool(torch.isfinite(tensors[k]).all()):
+            raise CheckpointError(f"{Path(path).name}: tensor {k} holds NaN or infinite values")
     model.load_state_dict({k: t.to(expected[k].dtype) for k, t in tensors.items()})
     return model.eval()

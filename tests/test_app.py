@@ -205,3 +205,132 @@ def test_a_tiny_run_trains_from_the_page_and_shows_ensemble_accuracy(tmp_path, m
     labels = [m.label for m in at.metric]
     assert "Majority vote · PublicTest" in labels and "Soft vote · PrivateTest" in labels
     assert all(0 <= float(m.value.rstrip("%")) <= 100 for m in at.metric)
+
+
+# ---------------------------------------------------------------- hostile input through the pages
+def _torch_pt() -> bytes:
+    import io
+
+    import torch
+
+    from fer.models import create_model
+
+    buf = io.BytesIO()
+    torch.save(create_model("seed_cnn").state_dict(), buf)
+    return buf.getvalue()
+
+
+def test_a_pt_file_handed_to_the_importer_is_refused_and_the_page_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_RUNS", str(tmp_path))
+    at = open_page("app_pages/train.py")
+    at.file_uploader(key="import_upload").upload("member.pt", _torch_pt(), "application/octet-stream").run()
+    assert not at.exception, at.exception
+    (error,) = [e.value for e in at.main.error]
+    assert error.startswith("member.pt: refused: this is a PyTorch torch.save (.pt) file: a zip holding the pickle ")
+    assert error.endswith("not a .zip of a run folder. Pickle files are refused for safety: loading one can run "
+                          "any code")
+    assert list(tmp_path.iterdir()) == []  # nothing imported, no temporary folder left
+    assert at.subheader[-1].value.startswith("Run synthetic-demo")  # the current run still draws below
+
+
+def test_an_imported_run_becomes_the_current_run(tmp_path, monkeypatch):
+    from fer.run_archive import zip_run
+
+    monkeypatch.setenv("FER_RUNS", str(tmp_path))
+    at = open_page("app_pages/train.py")
+    demo = Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-demo"
+    at.file_uploader(key="import_upload").upload("class-demo.zip", zip_run(demo), "application/zip").run()
+    assert not at.exception, at.exception
+    (run,) = list_runs([tmp_path])
+    assert run.id.endswith("-imported-class-demo") and run.finished_members() == list(range(9))
+    assert at.sidebar.selectbox(key="run_id").value == run.id
+    assert at.success[0].value == f"Imported as run `{run.id}`: it is in the sidebar's run picker."
+    assert at.subheader[-1].value == f"Run {run.id}"
+    assert at.download_button(key="download_run").label == "Download this run (.zip)"
+    at.run()  # a rerun with the file still in the uploader imports nothing again
+    assert len(list_runs([tmp_path])) == 1
+
+
+def test_a_png_uploaded_as_a_dataset_is_refused_by_its_own_name(tmp_path, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    monkeypatch.setenv("FER_RUNS", str(tmp_path))
+    png = io.BytesIO()
+    Image.new("L", (48, 48), 128).save(png, "PNG")
+    at = open_page("app_pages/train.py")
+    at.file_uploader(key="train_upload").upload("faces.csv", png.getvalue(), "text/csv")
+    at.button(key="start").click().run()
+    assert not at.exception, at.exception
+    assert at.main.error[0].value == (
+        "faces.csv: not a CSV: the file holds a PNG image (first bytes b'\\x89PNG\\r\\n\\x1a\\n'); expected a "
+        "text header such as emotion,pixels,Usage (to load images, give the folder that holds the class folders)")
+    assert list_runs([tmp_path]) == []  # no run, no worker
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    (tmp_path / "course").mkdir()
+    monkeypatch.setenv("FER_DATA_ROOT", str(tmp_path / "course"))
+    monkeypatch.setenv("FER_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "course"
+
+
+def test_fer_data_root_refuses_a_typed_path_on_the_page(data_root):
+    at = app().run()
+    typed = f"{data_root}" + "/.." * len(data_root.parts) + "/etc/passwd"
+    at.sidebar.text_input(key="data_source").input(typed).run()
+    assert not at.exception, at.exception
+    want = (f"{typed}: refused (it resolves to /etc/passwd); on this server data "
+            f"paths must lie inside {data_root} (FER_DATA_ROOT). Put the file there, or upload it on the "
+            "Train page")
+    assert at.sidebar.error[0].value == want
+    at.switch_page("app_pages/dataset.py").run()
+    assert not at.exception, at.exception
+    assert at.main.error[0].value == want
+    at.sidebar.text_input(key="data_source").input("synthetic").run()  # synthetic stays allowed
+    assert not at.sidebar.error and not at.main.error
+
+
+def test_uploads_still_work_under_fer_data_root(data_root):
+    lines, *_ = fer_rows(n=40)
+    data = ("emotion,pixels,Usage\n" + "\n".join(lines) + "\n").encode()
+    at = open_page("app_pages/train.py")
+    at.number_input(key="train_members").set_value(1)
+    at.number_input(key="train_epochs").set_value(1)
+    at.file_uploader(key="train_upload").upload("mine.csv", data, "text/csv")
+    at.button(key="start").click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    (run,) = list_runs([data_root.parent / "runs"])
+    assert run.config()["data"].startswith(str(data_root.parent / "runs" / "_uploads"))
+    assert wait_until_finished(run)["state"] == "done"
+
+
+def test_resume_of_an_imported_run_checks_its_data_path(data_root):
+    import io
+    import json
+    import zipfile
+
+    from fer.run_archive import import_run, zip_run
+
+    demo = Path(__file__).resolve().parents[1] / "checkpoints" / "synthetic-demo"
+    src, out = zipfile.ZipFile(io.BytesIO(zip_run(demo))), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith("config.json"):  # one member short, trained on a file outside the root
+                data = json.dumps(dict(json.loads(data), members=10, data="/etc/shadow",
+                                       dataset_synthetic=False)).encode()
+            zf.writestr(name, data)
+    run = import_run(out.getvalue(), name="foreign.zip")
+    assert run.status()["state"] == "stopped"
+    at = app()
+    at.query_params["run"] = run.id
+    at.run()
+    at.switch_page("app_pages/train.py").run()
+    at.button(key="resume").click().run()
+    assert not at.exception, at.exception
+    assert at.main.error[0].value.startswith("/etc/shadow: refused; on this server data paths must lie inside")
+    assert run.status()["state"] == "stopped" and "pid" not in run.status()  # no worker started

@@ -116,3 +116,66 @@ def test_real_fer2013_counts(real_csv):
     assert (ds.indices("public_test")[[0, -1]] == [28709, 32297]).all()
     # The 12 all-black images are a known defect of the original data.
     assert int((ds.images.reshape(len(ds), -1).max(1) == 0).sum()) == 12
+
+
+# ---------------------------------------------------------------- FER_DATA_ROOT (shared servers)
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """tmp/course (the allowed root, holding fer2013.csv) beside tmp/private (not allowed)."""
+    (tmp_path / "course").mkdir()
+    (tmp_path / "private").mkdir()
+    (tmp_path / "course" / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    (tmp_path / "private" / "secret.csv").write_text("emotion,pixels,Usage\n")
+    monkeypatch.setenv("FER_DATA_ROOT", str(tmp_path / "course"))
+    return tmp_path
+
+
+def test_a_path_inside_the_data_root_is_allowed(data_root):
+    from fer.data import check_allowed_source
+
+    want = str(data_root / "course" / "fer2013.csv")
+    assert check_allowed_source(want) == want
+    assert check_allowed_source(f"  {data_root}/course/sub/../fer2013.csv ") == want  # .. inside the root
+    (data_root / "course" / "alias.csv").symlink_to(data_root / "course" / "fer2013.csv")
+    assert check_allowed_source(data_root / "course" / "alias.csv") == want  # a link that stays inside
+    assert check_allowed_source(data_root / "course") == str(data_root / "course")
+    assert check_allowed_source("synthetic") == "synthetic"
+    assert check_allowed_source("synthetic:3") == "synthetic:3"
+
+
+@pytest.mark.parametrize("typed, resolves", [
+    ("{tmp}/private/secret.csv", None),
+    ("{tmp}/course/../private/secret.csv", "{tmp}/private/secret.csv"),     # .. escape
+    ("{tmp}/course/link/secret.csv", "{tmp}/private/secret.csv"),           # symlink escape
+    ("{tmp}/course/link.csv", "{tmp}/private/secret.csv"),                  # a file symlink out
+    ("/etc/passwd", None),
+    ("{tmp}/course-evil/x.csv", None),                                      # a prefix is not inside
+])
+def test_a_path_outside_the_data_root_is_refused(data_root, typed, resolves):
+    from fer.data import check_allowed_source, path_allowed
+    from fer.errors import DataPathError, FerError
+
+    (data_root / "course" / "link").symlink_to(data_root / "private", target_is_directory=True)
+    (data_root / "course" / "link.csv").symlink_to(data_root / "private" / "secret.csv")
+    typed, tmp = typed.format(tmp=data_root), data_root
+    via = f" (it resolves to {resolves.format(tmp=tmp)})" if resolves else ""
+    with pytest.raises(DataPathError) as e:
+        check_allowed_source(typed)
+    assert str(e.value) == (f"{typed}: refused{via}; on this server data paths must lie inside "
+                            f"{tmp}/course (FER_DATA_ROOT). Put the file there, or upload it on the Train page")
+    assert isinstance(e.value, FerError) and not path_allowed(typed)
+
+
+def test_extra_allowed_folders_and_no_root_means_no_limit(data_root, monkeypatch):
+    from fer.data import check_allowed_source
+    from fer.errors import DataPathError
+
+    secret = str(data_root / "private" / "secret.csv")
+    assert check_allowed_source(secret, also=(data_root / "private",)) == secret  # e.g. the app's uploads
+    with pytest.raises(DataPathError):
+        check_allowed_source(secret, also=(data_root / "other",))
+    monkeypatch.delenv("FER_DATA_ROOT")
+    assert check_allowed_source(secret) == secret
+    assert check_allowed_source("/etc/passwd") == "/etc/passwd"
+    monkeypatch.setenv("FER_DATA_ROOT", "  ")  # blank counts as unset
+    assert check_allowed_source(secret) == secret

@@ -135,6 +135,67 @@ def test_refused_uploads_say_why(make, message):
         load_photo(make(), "upload.bin")
 
 
+def png_bomb(side: int) -> io.BytesIO:
+    """A real side x side gray PNG, all black, its pixel data squeezed by zlib into a few MB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z, rows = zlib.compressobj(1), bytes(side + 1) * 256  # each row: filter byte 0, then side zeros
+    idat = b"".join(z.compress(rows) for _ in range(side // 256)) + z.compress(bytes(side + 1) * (side % 256))
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    buf = io.BytesIO(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat + z.flush())
+                     + chunk(b"IEND", b""))
+    buf.name = "bomb.png"
+    return buf
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("side, message", [
+    # 100 MP: Pillow only warns (its limit is 89 MP warn, 179 MP refuse); our 40 MP limit refuses
+    (10_000, r"^bomb.jpg: refused, the image is 10000x10000 = 100,000,000 pixels, more than the limit of 40,000,000"),
+    (30_000, r"^bomb.jpg: refused, the image is larger than 40,000,000 pixels \(decompression-bomb guard"),
+])
+def test_a_real_decompression_bomb_is_refused_before_decoding(side, message):
+    bomb = png_bomb(side)
+    assert len(bomb.getvalue()) < side * side / 100  # ≥ 100:1, e.g. 900 MB of pixels in a few MB
+    with pytest.raises(DataFormatError, match=message):
+        load_photo(bomb, "bomb.jpg")
+
+
+def _csv() -> io.BytesIO:
+    return io.BytesIO(b"emotion,pixels,Usage\n3," + b"0 " * 2303 + b"0,Training\n")
+
+
+def _zip() -> io.BytesIO:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("face.png", encode(drawn_face(0), "PNG").getvalue())
+    return buf
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: encode(drawn_face(0), "PNG"), "photo.jpg"),
+    (lambda: encode(drawn_face(0).convert("RGB"), "JPEG", quality=95), "photo.png"),
+    (lambda: encode(drawn_face(0), "WEBP", lossless=True), "photo.gif"),
+    (lambda: encode(drawn_face(0), "PNG"), "photo"),
+])
+def test_an_image_whose_extension_lies_is_read_by_its_content(make, name):
+    photo = load_photo(make(), name)
+    assert photo.name == name and photo.size == (300, 300) and len(photo.faces) == 1
+
+
+@pytest.mark.parametrize("make, name", [
+    (_csv, "faces.png"),          # a CSV named like an image
+    (_zip, "face.jpg"),           # a zip holding an image is still not an image
+    (lambda: io.BytesIO(b""), "empty.png"),
+])
+def test_a_non_image_with_an_image_name_is_refused(make, name):
+    with pytest.raises(DataFormatError, match=rf"^{name}: not a readable image: not a format Pillow knows "
+                                              r"\(expected PNG, JPEG, WebP, BMP, TIFF, GIF, …\)$"):
+        load_photo(make(), name)
+
+
 def test_no_face_offers_the_centre_crop():
     rng = np.random.default_rng(0)
     photo = load_photo(encode(Image.fromarray(rng.integers(0, 256, (200, 320), dtype=np.uint8)), "PNG"))

@@ -452,3 +452,105 @@ def test_take_keeps_the_extras():
     assert ds.split_names() == ["train", "test"]
     with pytest.raises(DataFormatError, match="row_ids has 2 rows, expected 3"):
         FaceDataset(faces(3), np.zeros(3, np.int64), np.array(["train"] * 3), row_ids=np.zeros(2, np.int64))
+
+
+# ---------------------------------------------------------------- uploads that lie or explode
+def _declare_size(data: bytes, name: str, size: int) -> bytes:
+    """A zip with the central directory's uncompressed size of ``name`` set to ``size``."""
+    out, pos = bytearray(data), 0
+    while (entry := out.find(b"PK\x01\x02", pos)) >= 0:
+        n = int.from_bytes(out[entry + 28: entry + 30], "little")
+        if out[entry + 46: entry + 46 + n] == name.encode():
+            out[entry + 20: entry + 28] = struct.pack("<II", 1 << 20, size)  # compressed, uncompressed
+        pos = entry + 4
+    return bytes(out)
+
+
+def _fer_csv(n: int) -> bytes:
+    lines, *_ = fer_rows(n)
+    return ("emotion,pixels,Usage\n" + "\n".join(lines) + "\n").encode()
+
+
+def test_a_zip_whose_member_unpacks_past_the_limit_is_refused_unread(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("fer2013.csv", _fer_csv(12))
+    (tmp_path / "upload.csv").write_bytes(_declare_size(buf.getvalue(), "fer2013.csv", 3 << 30))  # says 3 GB
+    with pytest.raises(DataFormatError, match=r"^upload.csv:fer2013.csv: refused, it unpacks to more than 1 GB "
+                                              r"\(decompression-bomb guard; Kaggle's fer2013.csv is 0.3 GB\)$"):
+        load_dataset(tmp_path / "upload.csv")
+
+
+@pytest.fixture
+def small_limits(monkeypatch):
+    """Bomb limits of 1 MB and 5 files, so that small files test them."""
+    from fer.data import archives
+
+    monkeypatch.setattr(archives, "MAX_UNPACKED_BYTES", 1 << 20)
+    monkeypatch.setattr(archives, "MAX_TREE_FILES", 5)
+
+
+def _tar_gz(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _zip_of(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name, make, expected", [
+    ("big.csv.gz", lambda csv: gzip.compress(csv), r"^big.csv.gz: refused, it unpacks to more than 1 MB"),
+    ("inner.zip", lambda csv: _zip_of({"fer2013.csv.gz": gzip.compress(csv)}),
+     r"^inner.zip:fer2013.csv.gz: refused, it unpacks to more than 1 MB"),
+    ("big.zip", lambda csv: _zip_of({"fer2013.csv": csv}), r"^big.zip:fer2013.csv: refused, it unpacks to more than 1 MB"),
+    ("big.tar.gz", lambda csv: _tar_gz({"fer2013.csv": csv}), r"^big.tar.gz: refused, it unpacks to more than 1 MB"),
+    ("many.zip", lambda csv: _zip_of({f"happy/{i}.png": _png(faces(1)[0]) for i in range(6)}),
+     r"^many.zip: refused, it holds more than 5 files \(6\+; FER2013 as images is 35,887\)$"),
+    ("many.tar.gz", lambda csv: _tar_gz({f"happy/{i}.png": _png(faces(1)[0]) for i in range(6)}),
+     r"^many.tar.gz: refused, it holds more than 5 files \(6\+"),
+])
+def test_decompression_bombs_are_refused(tmp_path, small_limits, name, make, expected):
+    csv = _fer_csv(300)  # 1.4 MB of CSV text: over the 1 MB limit
+    assert len(csv) > 1 << 20
+    (tmp_path / name).write_bytes(make(csv))
+    with pytest.raises(DataFormatError, match=expected):
+        load_dataset(tmp_path / name)
+
+
+def test_a_folder_with_too_many_files_is_refused(tmp_path, small_limits):
+    for i in range(6):
+        save(tmp_path / "d" / "happy" / f"{i}.png", faces(1)[0])
+    with pytest.raises(DataFormatError, match=r"^d: refused, it holds more than 5 files \(6\+"):
+        load_dataset(tmp_path / "d")
+
+
+def test_a_file_is_read_by_its_content_whatever_its_name(tmp_path):
+    """Uploads are stored as <sha256>.csv: a zip, a gzip or an image folder zip named .csv is read
+    by content; a PNG named .csv or a CSV named .png is refused as what it is."""
+    csv = _fer_csv(12)
+    (tmp_path / "ref.csv").write_bytes(csv)
+    ref = load_dataset(tmp_path / "ref.csv")
+    (tmp_path / "zip.csv").write_bytes(_zip_of({"data/fer2013.csv": csv}))
+    (tmp_path / "gz.csv").write_bytes(gzip.compress(csv))
+    for name in ("zip.csv", "gz.csv"):
+        np.testing.assert_array_equal(load_dataset(tmp_path / name).images, ref.images)
+    (tmp_path / "faces.csv").write_bytes(_zip_of({"train/happy/a.png": _png(faces(1)[0]),
+                                                  "train/sad/b.png": _png(faces(1, seed=2)[0])}))
+    assert load_dataset(tmp_path / "faces.csv").labels.tolist() == [3, 4]
+    (tmp_path / "d" / "happy").mkdir(parents=True)
+    (tmp_path / "d" / "happy" / "photo.jpg").write_bytes(_png(faces(1)[0]))  # a PNG named .jpg
+    (tmp_path / "d" / "happy" / "table.png").write_bytes(csv)                # a CSV named .png
+    with pytest.raises(DataFormatError, match=r"d/happy/table.png: not a readable image: not a format Pillow knows"):
+        load_dataset(tmp_path / "d")
+    (tmp_path / "d" / "happy" / "table.png").unlink()
+    np.testing.assert_array_equal(load_dataset(tmp_path / "d").images, faces(1))

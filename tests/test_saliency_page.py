@@ -174,6 +174,26 @@ def test_refused_uploads_show_a_message():
     assert "smaller than the minimum" in at.error[0].value
 
 
+def test_uploads_whose_name_lies_are_judged_by_content():
+    import struct
+    import zlib
+
+    at = open_page(YOUR_FACE)
+    at.file_uploader[0].set_value(("face.png", b"emotion,pixels,Usage\n3,0 0 0,Training\n", "image/png")).run()
+    assert not at.exception, at.exception
+    assert at.error[0].value == ("face.png: not a readable image: not a format Pillow knows (expected PNG, "
+                                 "JPEG, WebP, BMP, TIFF, GIF, …)")
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)  # 900 MP declared, no pixels sent
+    bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr
+            + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + b"\0\0\0\0IEND\xaeB`\x82")
+    at.file_uploader[0].set_value(("holiday.jpg", bomb, "image/jpeg")).run()
+    assert not at.exception, at.exception
+    assert at.error[0].value.startswith("holiday.jpg: refused, the image is larger than 40,000,000 pixels")
+    at.file_uploader[0].set_value(("me.png", photo_bytes((0, 300, 50)), "image/png")).run()  # a JPEG named .png
+    assert not at.exception, at.exception
+    assert not at.error and "The ensemble's verdict" in [h.value for h in at.subheader]
+
+
 def test_a_one_member_run_has_no_spread_to_show(tmp_path, monkeypatch):
     import shutil
 

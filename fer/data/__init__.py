@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fer.errors import DataFormatError
+from fer.errors import DataFormatError, DataPathError
 
 SPLITS = ("train", "public_test", "private_test")
 UNLABELLED_SPLIT = "test"  # rows of a homework test.csv: label -1, predicted and exported, never scored
 SYNTHETIC = "synthetic"
 UNKNOWN_CLASS_POLICIES = ("refuse", "exclude")
+DATA_ROOT_ENV = "FER_DATA_ROOT"  # on a shared server: the folder typed data paths must lie in
 
 
 @dataclass
@@ -109,6 +110,58 @@ class FaceDataset:
 def default_cache_dir() -> Path:
     """``$FER_CACHE`` or ``~/.cache/fer-ensemble-lab``."""
     return Path(os.environ.get("FER_CACHE", Path.home() / ".cache" / "fer-ensemble-lab"))
+
+
+def is_synthetic_source(source: str | os.PathLike) -> bool:
+    """True for the word ``synthetic`` or ``synthetic:SEED`` (the embedded faces, no file)."""
+    text = str(source).strip()
+    return text == SYNTHETIC or text.startswith(SYNTHETIC + ":")
+
+
+def data_root() -> Path | None:
+    """``$FER_DATA_ROOT`` made absolute (``~`` expanded, symlinks followed), or None when unset."""
+    text = os.environ.get(DATA_ROOT_ENV, "").strip()
+    return Path(text).expanduser().resolve() if text else None
+
+
+def _inside(path: Path, folders: list[Path]) -> bool:
+    return any(path == f or path.is_relative_to(f) for f in folders)
+
+
+def check_allowed_source(source: str | os.PathLike, also: tuple[str | os.PathLike, ...] = ()) -> str:
+    """A data source typed into the app, checked against ``$FER_DATA_ROOT`` (shared servers).
+
+    The app's text fields take paths on the server's disk; on a classroom server a teacher sets
+    ``FER_DATA_ROOT`` so that they can only reach the course data, not ``/etc`` or another
+    student's home. The command line is not checked (its user has the filesystem anyway).
+
+    Args:
+        source: ``synthetic`` / ``synthetic:SEED``, or a path (str or PathLike; ``~`` expanded).
+        also: further allowed folders, e.g. where the app itself stores uploads.
+    Returns: ``synthetic[:SEED]`` unchanged; else the path made absolute with ``..`` and symlinks
+        resolved (``Path.resolve``), as a string.
+    Raises: DataPathError naming the path, what it resolves to and the root, when
+        ``FER_DATA_ROOT`` is set and the resolved path lies outside it and outside ``also``.
+    """
+    text = str(source).strip()
+    if is_synthetic_source(text):
+        return text
+    resolved = Path(text).expanduser().resolve()
+    root = data_root()
+    if root is None or _inside(resolved, [root, *(Path(a).expanduser().resolve() for a in also)]):
+        return str(resolved)
+    via = "" if str(resolved) == text else f" (it resolves to {resolved})"
+    raise DataPathError(f"{text}: refused{via}; on this server data paths must lie inside {root} "
+                        f"(FER_DATA_ROOT). Put the file there, or upload it on the Train page")
+
+
+def path_allowed(source: str | os.PathLike, also: tuple[str | os.PathLike, ...] = ()) -> bool:
+    """True when :func:`check_allowed_source` accepts ``source`` (no error raised)."""
+    try:
+        check_allowed_source(source, also)
+    except DataPathError:
+        return False
+    return True
 
 
 def load_dataset(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,

@@ -24,6 +24,25 @@ from fer.errors import DataFormatError
 JUNK_FILES = {"thumbs.db", "desktop.ini", "ehthumbs.db", ".ds_store", "icon\r"}
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
+# Decompression-bomb guards (an upload of a few MB can unpack to terabytes): one unpacked file, or
+# all of a tar, at most 1 GiB (Kaggle's fer2013.csv is 0.3 GB); at most 500,000 files in a folder
+# or archive (FER2013 as images is 35,887).
+MAX_UNPACKED_BYTES = 1 << 30
+MAX_TREE_FILES = 500_000
+
+
+def too_big(name: str) -> DataFormatError:
+    """The error for a file or archive over :data:`MAX_UNPACKED_BYTES`."""
+    limit = (f"{MAX_UNPACKED_BYTES / 2**30:g} GB" if MAX_UNPACKED_BYTES >= 2**30
+             else f"{MAX_UNPACKED_BYTES / 2**20:g} MB")
+    return DataFormatError(f"{name}: refused, it unpacks to more than {limit} "
+                           f"(decompression-bomb guard; Kaggle's fer2013.csv is 0.3 GB)")
+
+
+def too_many(name: str, n: int) -> DataFormatError:
+    """The error for a folder or archive over :data:`MAX_TREE_FILES` files."""
+    return DataFormatError(f"{name}: refused, it holds more than {MAX_TREE_FILES:,} files ({n:,}+; "
+                           f"FER2013 as images is 35,887)")
 
 
 def is_junk(rel: str) -> bool:
@@ -42,24 +61,35 @@ def read_magic(path: Path, n: int = 8) -> bytes:
 def read_file_bytes(path: Path, name: str | None = None) -> bytes:
     """The bytes of a file, gunzipped when it starts with the gzip magic.
 
-    Raises DataFormatError naming the file for a truncated or corrupt gzip stream.
+    Raises DataFormatError naming the file for a truncated or corrupt gzip stream, or one that
+    unpacks to more than :data:`MAX_UNPACKED_BYTES`.
     """
     name = name or path.name
     if read_magic(path, 2) == GZIP_MAGIC:
         try:
             with pa.input_stream(str(path), compression="gzip") as s:
-                return s.read()
+                data = s.read(MAX_UNPACKED_BYTES + 1)
         except (OSError, pa.ArrowException) as e:
             raise DataFormatError(f"{name}: cannot decompress the gzip file (truncated or corrupt: {e})") from e
+        if len(data) > MAX_UNPACKED_BYTES:
+            raise too_big(name)
+        return data
     return path.read_bytes()
 
 
 def gunzip_bytes(data: bytes, name: str) -> bytes:
-    """Gunzip an in-memory ``.gz`` member; DataFormatError naming it when corrupt."""
+    """Gunzip an in-memory ``.gz`` member; DataFormatError naming it when corrupt or a bomb."""
+    d = zlib.decompressobj(wbits=31)
     try:
-        return zlib.decompress(data, wbits=31)
+        out = d.decompress(data, MAX_UNPACKED_BYTES + 1)
     except zlib.error as e:
         raise DataFormatError(f"{name}: cannot decompress the gzip data (truncated or corrupt: {e})") from e
+    if len(out) > MAX_UNPACKED_BYTES:
+        raise too_big(name)
+    if not d.eof:
+        raise DataFormatError(f"{name}: cannot decompress the gzip data (truncated or corrupt: "
+                              f"the stream ends early)")
+    return out
 
 
 class Tree:
@@ -115,6 +145,8 @@ class DirTree(Tree):
             for f in filenames:
                 rel = f if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{f}"
                 names.append(rel)
+            if len(names) > MAX_TREE_FILES:
+                raise too_many(self.name, len(names))
         self._keep(names)
 
     def open(self, rel: str) -> BinaryIO:
@@ -138,6 +170,8 @@ class ZipTree(Tree):
             infos = self.zf.infolist()
         except (zipfile.BadZipFile, OSError) as e:
             raise DataFormatError(f"{path.name}: corrupt zip archive ({e})") from e
+        if len(infos) > MAX_TREE_FILES:
+            raise too_many(path.name, len(infos))
         self._keep([i.filename for i in infos if not i.is_dir()])
 
     def open(self, rel: str) -> BinaryIO:
@@ -156,6 +190,10 @@ class _ZipMember(io.BytesIO):
     """A zip member read whole (CRC checked), with a corrupt member named in the error."""
 
     def __init__(self, zf: zipfile.ZipFile, rel: str, display: str):
+        # zipfile stops at the size the directory declares and then fails the CRC, so checking
+        # the declared size bounds what is unpacked.
+        if zf.getinfo(rel).file_size > MAX_UNPACKED_BYTES:
+            raise too_big(display)
         try:
             super().__init__(zf.read(rel))
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
@@ -168,10 +206,16 @@ class TarTree(Tree):
     def __init__(self, path: Path):
         self.path, self.name = path, path.name
         self._data: dict[str, bytes] = {}
+        total = 0
         try:
             with tarfile.open(path, mode="r|*") as tf:
                 for m in tf:
                     if m.isfile():
+                        total += m.size
+                        if total > MAX_UNPACKED_BYTES:
+                            raise too_big(path.name)
+                        if len(self._data) >= MAX_TREE_FILES:
+                            raise too_many(path.name, len(self._data) + 1)
                         f = tf.extractfile(m)
                         self._data[m.name.removeprefix("./")] = f.read() if f else b""
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:

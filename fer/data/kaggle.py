@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pacsv
 
-from fer.data import UNLABELLED_SPLIT, FaceDataset
+from fer.data import UNLABELLED_SPLIT, FaceDataset, archives
 from fer.data.pixels import PIXELS, Workspace, parse_pixel_fields
 from fer.errors import DataFormatError
 from fer.labels import USAGE_TO_SPLIT
@@ -408,7 +408,7 @@ def read_fer2013_csv(path: Path, name: str | None = None) -> FaceDataset:
             f.seek(max(size - 4, 0))
             isize = int.from_bytes(f.read(4), "little")  # uncompressed size mod 2**32 (RFC 1952)
         blocks = _threaded_blocks(lambda: pa.input_stream(str(path), compression="gzip"), name)
-        return parse_csv_blocks(_checked_text(blocks, name), name, size_hint=isize)
+        return parse_csv_blocks(_checked_text(blocks, name), name, size_hint=min(isize, archives.MAX_UNPACKED_BYTES))
     check_text(head, name)
     return parse_csv_bytes(path.read_bytes(), name)
 
@@ -417,8 +417,11 @@ _BLOCK = 1 << 23  # 8 MB of text: ~1,000 rows per block
 
 
 def _checked_text(blocks: Iterator[bytes], name: str) -> Iterator[bytes]:
-    first = True
+    first, total = True, 0
     for b in blocks:
+        total += len(b)
+        if total > archives.MAX_UNPACKED_BYTES:  # a gzip bomb of CSV text
+            raise archives.too_big(name)
         if first:
             if not b.strip():
                 raise DataFormatError(f"{name}: the file is empty (expected a header such as emotion,pixels,Usage)")
