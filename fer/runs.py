@@ -61,8 +61,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     except OSError as e:
-        raise RunDirError(f"{path}: cannot write ({e.strerror or e}); the previous version of the "
-                          f"file is left unchanged") from e
+        kept = "; the previous version of the file is left unchanged" if os.path.exists(path) else ""
+        raise RunDirError(f"{path}: cannot write ({e.strerror or e}){kept}") from e
 
 
 def atomic_write_json(path: Path, obj) -> None:

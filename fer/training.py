@@ -470,12 +470,22 @@ def run_training(run_dir: Path, progress: bool = True, dataset: FaceDataset | No
     Members whose resume state says ``done`` are skipped; the member in progress continues from
     its last saved position. status.json goes running → done, stopped or failed (with the
     error message). Raises nothing for training errors (they go to status.json), but RunDirError
-    when the run directory itself is unusable.
+    when the run directory itself is unusable: locked by another worker, or so full that not even
+    the failure can be written to status.json (the message then starts with the original error).
     """
     run = Run(Path(run_dir))
     cfg = TrainConfig.from_dict(run.config(), where=str(run.path / "config.json"))
     with _WorkerLock(run), _Heartbeat(run) as hb:
         return _train_members(run, cfg, hb, progress, dataset)
+
+
+def _record_failure(hb: _Heartbeat, error: str, **extra) -> None:
+    """status.json := failed with ``error``; when even that cannot be written (a disk with no
+    room left at all), raise RunDirError carrying the original error first."""
+    try:
+        hb.beat(force=True, state="failed", phase="failed", error=error, **extra)
+    except FerError as e:
+        raise RunDirError(f"{error} (the failure could not be recorded either: {e})") from e
 
 
 def _train_members(run: Run, cfg: TrainConfig, hb: _Heartbeat, progress: bool,
@@ -543,22 +553,43 @@ def _train_members(run: Run, cfg: TrainConfig, hb: _Heartbeat, progress: bool,
         stop_file.unlink(missing_ok=True)
         hb.beat(force=True, state="done", phase="done", finished=time.time())
     except FerError as e:
-        hb.beat(force=True, state="failed", phase="failed", error=str(e))
+        _record_failure(hb, str(e))
     except Exception as e:  # a bug: keep the traceback for the log and the page
-        hb.beat(force=True, state="failed", phase="failed",
-                error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         traceback.print_exc()
+        _record_failure(hb, f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     finally:
         if bar:
             bar.close()
     return run.status()
 
 
+def make_run_dir(run_dir: Path) -> Path:
+    """Create folder ``run_dir`` (and its parents) if missing; returns it as a Path.
+
+    Raises RunDirError naming ``run_dir`` and why when it cannot be created: a parent (or the
+    path itself) is a regular file, no permission, a full disk... Cheap, so callers check it
+    before a slow step (loading a 300 MB CSV) rather than after.
+    """
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (run_dir, *run_dir.parents)
+                        if os.path.exists(p) and not os.path.isdir(p)), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
+        raise RunDirError(f"{run_dir}: cannot create the run directory ({why})") from e
+    return run_dir
+
+
 def create_run(cfg: TrainConfig, run_dir: Path) -> Run:
-    """Write ``config.json`` into a new or empty ``run_dir``; raises RunDirError if it holds a run."""
+    """Write ``config.json`` into a new or empty ``run_dir`` (created if missing).
+
+    Raises RunDirError if it already holds a run or cannot be created (see :func:`make_run_dir`).
+    """
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists():
         raise RunDirError(f"{run_dir}: already holds a run (use --resume to continue it)")
+    make_run_dir(run_dir)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())
     atomic_write_json(run_dir / "status.json", {"state": "new"})
     return Run(run_dir)
