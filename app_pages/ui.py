@@ -457,19 +457,26 @@ def dataset_for_run(run: Run) -> FaceDataset:
     """
     cfg = run.config()
     want = cfg.get("dataset_sha256", "")
-    if cfg.get("dataset_synthetic") or str(cfg.get("data", "")).startswith(SYNTHETIC):
-        return load(cfg.get("data") or SYNTHETIC)
     try:
-        ds = current_dataset()
-        if not want or ds.provenance.get("sha256") == want:
-            return ds
+        sidebar = current_dataset()
     except FerError:
-        pass
+        sidebar = None
+    if sidebar is not None and (not want or sidebar.provenance.get("sha256") == want):
+        return sidebar
+    ds = None
     source = str(cfg.get("data", ""))
-    if source and path_allowed(normalise_source(source), also=(uploads_dir(),)) and Path(source).exists():
+    if cfg.get("dataset_synthetic") or source.startswith(SYNTHETIC):
+        ds = load(source or SYNTHETIC)
+    elif source and path_allowed(normalise_source(source), also=(uploads_dir(),)) and Path(source).exists():
         ds = load(source, cfg.get("ferplus") or None)
-        if not want or ds.provenance.get("sha256") == want:
-            return ds
+        if want and ds.provenance.get("sha256") != want:
+            ds = None
+    if ds is not None:
+        if sidebar is not None:
+            st.caption(f"Faces from run **{run.id}**'s own dataset `{cfg.get('dataset_id', source)}`, "
+                       f"not the sidebar's `{sidebar.id}`: a run is always shown on the faces it "
+                       f"was trained and tested on.")
+        return ds
     st.warning(
         f"This page shows faces, and run **{run.id}** was trained on `{cfg.get('dataset_id', '?')}`, "
         "whose images are not shipped with the app (FER2013 may not be redistributed). Type the "

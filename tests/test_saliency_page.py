@@ -213,3 +213,19 @@ def test_a_one_member_run_has_no_spread_to_show(tmp_path, monkeypatch):
     at.switch_page(SALIENCY).run()
     assert not at.exception, at.exception
     assert "no spread to show" in texts(at)
+
+
+def test_a_run_is_shown_on_its_own_faces_and_says_so_when_the_sidebar_differs(tmp_path):
+    from conftest import fer_rows, write_csv
+
+    tiny_csv = write_csv(tmp_path / "tiny.csv", fer_rows(12)[0])
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.query_params["run"] = RUN
+    at.query_params["data"] = str(tiny_csv)
+    at.run()
+    at.switch_page(SALIENCY).run()
+    assert not at.exception, at.exception
+    assert "own dataset `synthetic-seed0`, not the sidebar's `tiny-" in texts(at)
+    assert len(member_maps(at)) == 9  # drawn on the run's synthetic faces
+    same = open_page(SALIENCY)  # sidebar on the run's own dataset: nothing to explain
+    assert "own dataset" not in texts(same)
