@@ -108,11 +108,13 @@ def sidebar() -> None:
         if st.session_state.get(ui.RUN_KEY) not in ids:
             st.session_state[ui.RUN_KEY] = ui.default_run_id(runs)
         if runs:
-            labels = {r.id: ui.run_label(r) for r in runs}
-            picked = st.selectbox("Run", ids, key=ui.RUN_KEY, format_func=labels.get,
+            # Option labels stay fixed (id · owner): the browser keeps showing a selected option's
+            # old text when only its label changes, so the live state goes in the caption.
+            owners = {r.id: f"{r.id} · {'shipped' if r.shipped else 'yours'}" for r in runs}
+            picked = st.selectbox("Run", ids, key=ui.RUN_KEY, format_func=owners.get,
                                   help="Runs you trained (newest first), then runs shipped with "
-                                       "the app. Label: run id · owner · state · members done.")
-            st.caption(labels[picked].split(" · ", 1)[1])
+                                       "the app. Under the picker: owner · state · members done.")
+            st.caption(ui.run_label(next(r for r in runs if r.id == picked)).split(" · ", 1)[1])
         else:
             st.caption("No runs yet: start one on the Train page.")
     ui.remember_picks()

@@ -323,7 +323,7 @@ def verdict_line(v: Verdict) -> str:
                 f"vote for it (mean probability {v.mean[v.label]:.0%}).")
     second = int(np.argsort(-v.votes, kind="stable")[1])
     return (f"The ensemble is **unsure**: no expression gets more than half of the {m} votes. "
-            f"Leading: {CLASS_NAMES[v.top]} ({v.votes[v.top]} votes), then "
+            f"Leading: {CLASS_NAMES[v.top]} ({v.votes[v.top]} vote{'s' if v.votes[v.top] != 1 else ''}), then "
             f"{CLASS_NAMES[second]} ({v.votes[second]}).")
 
 

@@ -414,7 +414,8 @@ def curve_chart(df: pd.DataFrame, measure: str, epochs: int) -> alt.LayerChart:
         x=alt.X("epoch:Q", title="epoch", scale=alt.Scale(domain=[1, max(2, epochs)]),
                 axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y(f"{measure}:Q", title=measure,
-                scale=alt.Scale(domain=[0, 1]) if acc else alt.Scale(zero=False),
+                # padding: a single epoch's points sit inside the frame, not on its edge
+                scale=alt.Scale(domain=[0, 1]) if acc else alt.Scale(zero=False, padding=12),
                 axis=alt.Axis(format="%") if acc else alt.Axis()),
         color=alt.Color("member:N", title="member",
                         scale=alt.Scale(scheme="tableau10" if df["member"].nunique() <= 10 else "tableau20"),
@@ -426,9 +427,12 @@ def curve_chart(df: pd.DataFrame, measure: str, epochs: int) -> alt.LayerChart:
     lines = base.mark_line().encode(
         strokeDash=alt.StrokeDash("curve:N", title="faces",
                                   scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [5, 3]]),
-                                  legend=alt.Legend(symbolStrokeWidth=2, symbolSize=400, orient="bottom")))
+                                  # above the plot: beside the member legend it is cut off
+                                  legend=alt.Legend(symbolStrokeWidth=2, symbolSize=400, orient="top",
+                                                    direction="horizontal")))
     points = base.mark_point(filled=True, size=40).encode(detail="curve:N")
-    return (lines + points).properties(height=280)
+    # Streamlit fits title and legends into this height too: 400 leaves ~250 px of plot.
+    return (lines + points).properties(height=400)
 
 
 # ---------------------------------------------------------------- runs' data and faces
