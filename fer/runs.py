@@ -243,6 +243,17 @@ def add_member_predictions(run: Run, split: str, member: int, stacks: dict[str, 
 _MERGE_FREE_KEYS = {"base_seed", "members", "created"}
 
 
+def _same_member(src: Run, j: int, dst: Run, m: int) -> bool:
+    """True when src member ``j`` and dst member ``m`` have identical stored predictions."""
+    for split in ("public_test", "private_test", "train"):
+        if src.predictions_file(split) and dst.predictions_file(split):
+            a, b = src.predictions(split), dst.predictions(split)
+            pa = a["probs"][[int(x) for x in a["members"]].index(j)]
+            pb = b["probs"][[int(x) for x in b["members"]].index(m)]
+            return pa.shape == pb.shape and bool(np.array_equal(pa, pb))
+    return False
+
+
 def merge_members(src_dir: Path, dst_dir: Path) -> list[int]:
     """Copy the finished members of run ``src_dir`` into run ``dst_dir``; returns their numbers
     in ``dst_dir`` (ascending).
@@ -253,9 +264,11 @@ def merge_members(src_dir: Path, dst_dir: Path) -> list[int]:
     ``seed - dst.base_seed``. Weights, metrics and predictions are copied; predictions last, so
     a kill mid-merge leaves the member unfinished rather than half there.
 
+    A member merged before (identical stored predictions) is skipped, so merging again after the
+    source has finished more members adds just those.
     Raises RunDirError when the configs differ in anything but seed/members (naming the key),
-    a seed falls outside ``dst``'s members, ``dst`` already has that member, or ``dst``'s worker
-    is training it right now.
+    a seed falls outside ``dst``'s members, ``dst`` already has a different member with that
+    seed, or ``dst``'s worker is training it right now.
     """
     from fer.weights import load_tensors, save_tensors
 
@@ -275,7 +288,9 @@ def merge_members(src_dir: Path, dst_dir: Path) -> list[int]:
             raise RunDirError(f"{src.path} member {j} has seed {seed}; {dst.path} has seeds "
                               f"{cd['base_seed']}..{int(cd['base_seed']) + int(cd['members']) - 1}")
         if m in have:
-            raise RunDirError(f"{dst.path} already has member {m} (seed {seed})")
+            if _same_member(src, j, dst, m):
+                continue  # merged before: merging again is a no-op
+            raise RunDirError(f"{dst.path} already has a different member {m} (seed {seed})")
         if st.get("state") == "running" and st.get("member") == m:
             raise RunDirError(f"{dst.path}: its worker is training member {m} (seed {seed}) right now")
         plan.append((j, m))
