@@ -4,6 +4,7 @@ The worker (``python -m fer train``) owns the run directory; this page only read
 switch or a browser reload reattaches to a running training and never starts a second one.
 """
 
+import shutil
 import time
 
 import streamlit as st
@@ -185,7 +186,8 @@ def live_view(run, drawn_mode: str, drawn_stopping: bool) -> None:
         stopping = run.stop_requested()
         if (status.get("state", "new"), stopping) != (drawn_mode, drawn_stopping):
             st.rerun()  # state or pending Stop changed: redraw the buttons, stop or start polling
-        kind, sentence = ui.describe_status(status, cfg, len(metrics), stopping)
+        free = shutil.disk_usage(run.path).free if status.get("state") == "interrupted" else None
+        kind, sentence = ui.describe_status(status, cfg, len(metrics), stopping, free)
         getattr(st, kind)(sentence)
         if status.get("traceback"):
             with st.expander("Traceback (a bug in the app: please report it)"):

@@ -308,9 +308,15 @@ def config_line(cfg: dict) -> str:
             f"augment {cfg['augment']} · precision {cfg['precision']}")
 
 
-def describe_status(status: dict, cfg: dict, epochs_logged: int, stopping: bool = False) -> tuple[str, str]:
+LOW_DISK_BYTES = 100 * 2**20
+
+
+def describe_status(status: dict, cfg: dict, epochs_logged: int, stopping: bool = False,
+                    free_bytes: int | None = None) -> tuple[str, str]:
     """(kind, sentence) for a run's status; kind is info / success / warning / error.
-    ``stopping``: a Stop is pending (:meth:`fer.runs.Run.stop_requested`)."""
+    ``stopping``: a Stop is pending (:meth:`fer.runs.Run.stop_requested`). ``free_bytes``: free
+    space on the run's disk; below 100 MiB an interrupted run names it as the likely cause (a
+    full disk stops the worker before it can even record why)."""
     state, phase = status.get("state", "new"), status.get("phase")
     where = (f"member {int(status.get('member') or 0) + 1} of {cfg['members']}, epoch "
              f"{int(status.get('epoch') or 0) + 1} of {cfg['epochs']}, batch {status.get('batch', 0)}"
@@ -338,7 +344,11 @@ def describe_status(status: dict, cfg: dict, epochs_logged: int, stopping: bool 
         return "warning", ("Interrupted: the training process is gone (it crashed, was killed, or "
                            "the machine restarted) — its last sign of life was "
                            f"{time.time() - float(status.get('heartbeat') or 0):.0f} s ago. "
-                           "Resume continues from the last saved state.")
+                           "Resume continues from the last saved state."
+                           + (f" The disk holding the run has only {free_bytes / 2**20:.0f} MB free, "
+                              "which stops training before it can even record why: free some "
+                              "space first." if free_bytes is not None and free_bytes < LOW_DISK_BYTES
+                              else ""))
     if state == "failed":
         return "error", f"Failed: {status.get('error') or 'unknown error (see worker.log)'}"
     return "info", "Not started yet: no training process has worked on this run."

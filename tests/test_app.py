@@ -114,6 +114,17 @@ def test_an_interrupted_run_says_so_and_offers_resume(tmp_path, monkeypatch, liv
     assert not [b for b in at.button if b.key in ("stop", "stopping")]
 
 
+def test_an_interrupted_run_on_a_full_disk_names_the_disk():
+    from app_pages.ui import describe_status
+
+    cfg = {"members": 2, "epochs": 3}
+    status = {"state": "interrupted", "heartbeat": time.time() - 5, "member": 0, "epoch": 1}
+    kind, text = describe_status(status, cfg, 1, free_bytes=3 * 2**20)
+    assert kind == "warning" and "Interrupted" in text and "only 3 MB free" in text
+    _, roomy = describe_status(status, cfg, 1, free_bytes=50 * 2**30)
+    assert "MB free" not in roomy
+
+
 def test_stop_turns_into_a_disabled_stopping_button(tmp_path, monkeypatch, live_pid):
     monkeypatch.setenv("FER_RUNS", str(tmp_path))
     run_dir = _fake_run(tmp_path, {"state": "running", "pid": live_pid, "heartbeat": time.time(),
