@@ -85,8 +85,9 @@ def cell_browser() -> None:
 
     true = pick_true.selectbox("True class", range(len(CLASS_NAMES)), key=TRUE, format_func=CLASS_NAMES.__getitem__,
                                on_change=bump)
+    # Fixed labels: a label that changed with the true class (e.g. a count) would come back as a str
     pred = pick_pred.selectbox("Predicted class", range(len(CLASS_NAMES)), key=PRED, on_change=bump,
-                               format_func=lambda j: f"{CLASS_NAMES[j]} ({cm[true, j]:,} faces)")
+                               format_func=CLASS_NAMES.__getitem__)
     sort = pick_sort.selectbox("Order", list(cc.SORTS), key="cm_sort", format_func=cc.SORT_TITLES.get,
                                help="Confidence: the voters' mean probability of the predicted class. "
                                     "Vote margin: votes for it minus votes for the runner-up, as a share "
@@ -112,7 +113,7 @@ st.subheader("Did the vote fix it or break it?")
 how = "soft" if who == "soft" else "majority"
 median = cc.ensemble_fixes(run, view, None, how)
 against = st.selectbox(
-    "Compare the vote with", members, index=members.index(median["member"]), key=f"cm_against_{how}",
+    "Compare the vote with", members, **ui.kept(f"cm_against_{how}", median["member"], members),
     format_func=lambda m: f"member {m} ({median['member_accuracies'][m]:.1%})"
                           + (" · the median member" if m == median["member"] else ""))
 fixes = cc.ensemble_fixes(run, view, against, how)

@@ -65,7 +65,7 @@ else:
 # ---------------------------------------------------------------- sample faces
 st.header("Sample faces per class", divider="gray")
 label = st.segmented_control(
-    "Class", dc.class_options(ds), default=0, required=True, key="ds_class",
+    "Class", dc.class_options(ds), required=True, **ui.kept("ds_class", 0, dc.class_options(ds)),
     format_func=lambda c: dc.class_option_label(ds, c))
 pick_split, pick_more, _ = st.columns([1, 1, 2], vertical_alignment="bottom")
 split = pick_split.selectbox("Split", [None, *ds.split_names()], key="ds_split",
@@ -89,7 +89,7 @@ if pages > 1:
 if ds.votes is not None and len(shown):
     st.subheader("FER+ votes of one face")
     face_col, chart_col = st.columns([1, 3])
-    row = face_col.selectbox("Face (from this page)", shown, key="ds_face",
+    row = face_col.selectbox("Face (from this page)", shown, **ui.kept("ds_face", shown[0], shown),
                              format_func=lambda i: dc.row_name(ds, i))
     face_col.image(ui.face_image(ds.images[row], 4), caption=dc.face_captions(ds, [row])[0])
     chart_col.markdown(dc.votes_summary(ds, row))
@@ -151,7 +151,7 @@ if found := dc.found_leaks(leaked):
         "memorised the training copy answers it from memory, so the test accuracy comes out higher "
         "than on truly new faces. Each pair: the test face (left) and its copy (right), captioned with "
         "their row numbers and labels; bars and frames as above.")
-    which = st.segmented_control("Leak", found, required=True, default=found[0], key="ds_leak",
+    which = st.segmented_control("Leak", found, required=True, **ui.kept("ds_leak", found[0], found),
                                  format_func=lambda k: f"{dc.leak_title(k)} ({len(leaked[k]):,})")
     pairs = leaked[which]
     key = f"ds_leak_page_{which}_{len(pairs)}"

@@ -145,7 +145,8 @@ st.markdown(
 st.subheader("Reliability diagram: one member against the whole ensemble")
 accs = dict(zip(main["member_ids"], main["members"]))
 chart_col, text_col = st.columns([1, 1])
-member = text_col.selectbox("Member", main["member_ids"], key="size_member",
+member = text_col.selectbox("Member", main["member_ids"],
+                            **ui.kept("size_member", main["member_ids"][0], main["member_ids"]),
                             format_func=lambda m: f"member {m} (alone: {accs[m]:.1%})")
 rel = sc.reliability(ui.find_run(run_id), split, member)
 chart_col.altair_chart(sc.reliability_chart(sc.reliability_frame(rel)), width="content")

@@ -34,7 +34,7 @@ layer_names = table["layer"].tolist()
 
 c1, c2, c3, c4 = st.columns([1, 2.6, 1.6, 1.2])
 member = c1.selectbox("Member", member_ids, key="filters_member", format_func=lambda m: f"member {m}")
-layer = c2.selectbox("Conv layer", layer_names, index=len(layer_names) - 1, key="filters_layer",
+layer = c2.selectbox("Conv layer", layer_names, **ui.kept("filters_layer", layer_names[-1], layer_names),
                      format_func=lambda name: fc.layer_label(table, name),
                      help="The last conv layer (the default) holds the most abstract filters; the "
                           "first ones respond to edges and blobs.")
@@ -52,7 +52,7 @@ n_filters = int(table.set_index("layer").loc[layer, "filters"])
 pages = -(-n_filters // fc.PER_PAGE)
 f1, f2 = st.columns([3, 1.2])
 page = f1.select_slider(
-    "Filters shown", options=list(range(pages)), key=f"filters_page_{layer}",
+    "Filters shown", options=list(range(pages)), **ui.kept(f"filters_page_{layer}", 0, range(pages)),
     format_func=lambda p: f"{p * fc.PER_PAGE}–{min(n_filters, (p + 1) * fc.PER_PAGE) - 1}",
     help=f"{n_filters} filters, {fc.PER_PAGE} per page.") if pages > 1 else 0
 rows = fc.split_rows(dataset, split)

@@ -84,26 +84,6 @@ def _maps(run_key: tuple, face: bytes, method: str, target: int, normalise: bool
 
 
 # ---------------------------------------------------------------- widgets that keep their value
-def _kept(key: str, default, options=None) -> dict:
-    """``key`` and ``on_change`` for a widget whose value must survive the runs it is not drawn in.
-
-    Streamlit forgets a widget's value after a run that does not draw it (another face source,
-    a photo without a face yet), and a widget drawn again shows its default while its old value
-    may linger on the server. So the value is copied to a plain session-state key on every
-    change and written back into the widget's key before the widget is drawn; the widget is
-    then given no default of its own. A kept value no longer among ``options`` gives way to
-    ``default``.
-    """
-    ss, store = st.session_state, f"_kept_{key}"
-    value = ss.get(store, default)
-    ss[key] = default if options is not None and value not in options else value
-    return dict(key=key, on_change=_remember, args=(key,))
-
-
-def _remember(key: str) -> None:
-    st.session_state[f"_kept_{key}"] = st.session_state[key]
-
-
 # ---------------------------------------------------------------- pictures
 def _lut(name: str) -> np.ndarray:
     import matplotlib
@@ -159,14 +139,14 @@ def _finder(run: Run, ds) -> None:
     :data:`INDEX_KEY`."""
     splits = [s for s in ("public_test", "private_test", "train") if len(ds.indices(s))]
     c1, c2, c3 = st.columns(3)
-    split = c1.selectbox("Split", splits, format_func=SPLIT_TITLES.get, **_kept("saliency_find_split", splits[0], splits))
+    split = c1.selectbox("Split", splits, format_func=SPLIT_TITLES.get, **ui.kept("saliency_find_split", splits[0], splits))
     anyc = [-1, *range(len(CLASS_NAMES))]
     name = lambda c: "any" if c < 0 else CLASS_NAMES[c]
     true = c2.selectbox("True class (row of the confusion matrix)", anyc, format_func=name,
-                        **_kept("saliency_find_true", -1))
+                        **ui.kept("saliency_find_true", -1))
     has_pred = run.predictions_file(split) is not None
     pred = c3.selectbox("Ensemble's majority vote (column)", anyc, format_func=name,
-                        **_kept("saliency_find_pred", -1), disabled=not has_pred,
+                        **ui.kept("saliency_find_pred", -1), disabled=not has_pred,
                         help=None if has_pred else "The run has no predictions on this split.")
     rows = ds.indices(split)
     votes = np.full(len(ds), -1)
@@ -262,7 +242,7 @@ def photo_face(key: str) -> np.ndarray | None:
                 chosen = which_box.radio(f"{n} faces found: which one?", range(n), horizontal=True,
                                   format_func=lambda i: f"face {i + 1}", key=f"{key}_which",
                                   help="Numbered as outlined on the photo, largest first.") or 0
-            margin = st.slider("Margin around the face", 0.0, 0.6, step=0.05, **_kept(f"{key}_margin", MARGIN),
+            margin = st.slider("Margin around the face", 0.0, 0.6, step=0.05, **ui.kept(f"{key}_margin", MARGIN),
                                format="%.2f", help="Added on each side, as a fraction of the "
                                "detected box (FER2013 faces show the whole head).")
             face = crop_face(photo, chosen, margin)
@@ -339,7 +319,7 @@ def saliency_panel(run: Run, members: list, face: np.ndarray, true_label: int | 
     v = verdict(run, members, face)
     predicted = int(v.mean.argmax())
     c_method, c_target, c_opacity = st.columns([1.3, 2, 1])
-    method = c_method.selectbox("Method", list(METHODS), **_kept(f"{key}_method", "gradient"),
+    method = c_method.selectbox("Method", list(METHODS), **ui.kept(f"{key}_method", "gradient"),
                                 format_func=lambda k: METHODS[k].title)
     # Fixed labels (the classes go in the caption below): a label that changed with the face
     # would make Streamlit treat the radio as a new widget and lose the pick.
@@ -348,21 +328,21 @@ def saliency_panel(run: Run, members: list, face: np.ndarray, true_label: int | 
                "chosen": "another expression"}
     with c_target:
         which = st.radio("Explain the score of", list(targets), format_func=targets.get,
-                         horizontal=True, **_kept(f"{key}_target", "predicted"),
+                         horizontal=True, **ui.kept(f"{key}_target", "predicted"),
                          help="The ensemble's prediction is its soft vote (the highest mean "
                               "probability). A photo has no true label.")
         if which == "chosen":
             target = st.selectbox("Expression", range(len(CLASS_NAMES)), format_func=CLASS_NAMES.__getitem__,
-                                  **_kept(f"{key}_class", predicted), label_visibility="collapsed")
+                                  **ui.kept(f"{key}_class", predicted), label_visibility="collapsed")
         elif which == "true" and labelled:
             target = true_label
         else:
             if which == "true":
                 st.caption("This face has no true label: explaining the prediction.")
             target = predicted
-    opacity = c_opacity.slider("Map opacity", 0.0, 1.0, step=0.05, **_kept(f"{key}_opacity", 0.7),
+    opacity = c_opacity.slider("Map opacity", 0.0, 1.0, step=0.05, **ui.kept(f"{key}_opacity", 0.7),
                                help="0: the face only; 1: the map only.")
-    normalise = c_opacity.toggle("Own scale per member", **_kept(f"{key}_normalise", False),
+    normalise = c_opacity.toggle("Own scale per member", **ui.kept(f"{key}_normalise", False),
                                  help="Off: one scale for all members, in the method's units (a "
                                       "member with larger gradients looks brighter). On: each "
                                       "member's map is divided by its largest value first, so "

@@ -176,6 +176,28 @@ def run_label(run: Run) -> str:
     return f"{run.id} · {owner} · {_state(run)} · {done}/{members} members done"
 
 
+# ---------------------------------------------------------------- widgets
+def kept(key: str, default, options=None) -> dict:
+    """``key`` and ``on_change`` for a widget whose value is re-sent to the browser on every run.
+
+    Use it (and give the widget no ``index``/``default`` of its own) when the widget's option
+    labels change while its key lives (counts or accuracies in the labels), or when the widget
+    is not drawn on every run. Streamlit identifies a picked option by its *label*: after the
+    labels change, the browser's stale label matches no option and the widget returns that label
+    as a str instead of an option. Writing the value into the widget's key before each draw
+    makes Streamlit send the current label. A value no longer among ``options`` gives way to
+    ``default``. Returns dict(key=, on_change=, args=) to splat into the widget call.
+    """
+    ss, store = st.session_state, f"_kept_{key}"
+    value = ss.get(store, default)
+    ss[key] = default if options is not None and value not in options else value
+    return dict(key=key, on_change=_remember, args=(key,))
+
+
+def _remember(key: str) -> None:
+    st.session_state[f"_kept_{key}"] = st.session_state[key]
+
+
 # ---------------------------------------------------------------- cached loaders
 def _signature(source: str) -> tuple[int, int] | None:
     """(mtime ns, size) of a dataset file, so the cache notices a replaced file; None if absent."""
