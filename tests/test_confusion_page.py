@@ -1,16 +1,10 @@
 """The Confusions page through AppTest (cell picked with the true/predicted pickers, which the
 matrix's click fills in; a tile's Details; a top confusion's button; views and voters; FER+ votes;
-a run whose faces are not available) and, in headless Chromium, a real click on a matrix cell."""
+a run whose faces are not available). A real click on a matrix cell in Chromium is in
+tests/e2e/test_pages.py."""
 
 from __future__ import annotations
 
-import io
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +22,6 @@ from fer.training import TrainConfig, create_run, dataset_fields
 APP = REPO_ROOT / "streamlit_app.py"
 PAGE = "app_pages/confusion.py"
 DEMO = Run(REPO_ROOT / "checkpoints" / "synthetic-demo")
-CHROMIUM = "/usr/bin/chromium"
 
 
 def open_page(run_id: str = "synthetic-demo") -> AppTest:
@@ -190,53 +183,3 @@ def test_clicked_cell_reads_the_selection_of_the_matrix():
     assert cc.clicked_cell({"selection": {"cell": [{"true": "fear", "predicted": "sad"}]}}) == (2, 4)
     assert cc.clicked_cell({"selection": {"cell": []}}) is None
     assert cc.clicked_cell(None) is None
-
-
-# ---------------------------------------------------------------- a real click, in Chromium
-@pytest.mark.e2e
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)")
-def test_clicking_a_matrix_cell_in_the_browser_opens_its_faces(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    from PIL import Image
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, FER_RUNS=str(tmp_path / "runs"))
-    with open(tmp_path / "streamlit.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port",
-                                 str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-            assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()
-        cm = np.array(evaluate_run(DEMO.path, "private_test", curve=False)["confusion"])
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                                        "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1440, "height": 1200})
-            page.goto(f"{url}/confusion?run=synthetic-demo")
-            page.wait_for_selector("text=Top confusions", timeout=180_000)
-            chart = page.locator(".stVegaLiteChart").first
-            chart.wait_for(state="visible")
-            time.sleep(2)
-            box = chart.bounding_box()
-            pixels = np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("RGB")).astype(int)
-            ys, xs = np.nonzero(pixels.max(axis=2) - pixels.min(axis=2) > 40)  # the coloured cells
-            cw, ch = (xs.max() - xs.min() + 1) / 7, (ys.max() - ys.min() + 1) / 7
-            page.mouse.click(box["x"] + xs.min() + 4.5 * cw, box["y"] + ys.min() + 2.5 * ch)  # fear → sad
-            page.wait_for_selector(f"text=fear taken for sad: {cm[2, 4]} faces", timeout=60_000)
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
