@@ -15,13 +15,15 @@ from fer.metrics import confusion_matrix, per_class_scores
 from fer.runs import Run
 
 
-def split_predictions(run: Run, split: str, data: str | None = None, recompute: bool = False) -> dict:
+def split_predictions(run: Run, split: str, data: str | None = None, recompute: bool = False,
+                      members: list[int] | None = None) -> dict:
     """Probabilities of the run's finished members on ``split``.
 
     ``split`` is train / public_test / private_test, or ``validation``: each member's own
     held-out faces, so probs has NaN where a face is not in that member's validation split.
     Returns dict(probs float32 (M, N, 7), members int64 (M,), labels int64 (N,), indices (N,)).
-    With ``recompute`` (needs ``data``), predictions are computed again from the weights.
+    With ``recompute`` (needs ``data``), predictions are computed again from the weights (of
+    ``members`` only, when given; default every finished member).
     """
     from fer.training import TrainConfig
 
@@ -38,13 +40,17 @@ def split_predictions(run: Run, split: str, data: str | None = None, recompute: 
         rows = ds.indices(base)
         rows = rows[ds.labels[rows] >= 0]
         # Finished members only: a member in training also has best-so-far weights on disk.
-        members = run.finished_members() or [m for m in range(cfg.members) if run.weights_path(m).exists()]
+        members = sorted(members) if members is not None else (
+            run.finished_members() or [m for m in range(cfg.members) if run.weights_path(m).exists()])
         probs = np.stack([predict_proba(load_model(run.weights_path(m), cfg.model), ds.images[rows])
                           for m in members])
         pred = dict(probs=probs, members=np.array(members), labels=ds.labels[rows], indices=rows)
         stored = run.predictions(base) if run.predictions_file(base) else None
+        if stored is not None and set(members) <= set(stored["members"].tolist()):
+            keep = [stored["members"].tolist().index(m) for m in members]
+            stored = dict(stored, probs=stored["probs"][keep])
         if stored is not None and np.array_equal(stored["indices"], rows) \
-                and stored["members"].tolist() == list(members):
+                and len(stored["probs"]) == len(members):
             # How far the weights as shipped (e.g. fp16) are from the predictions stored at training.
             pred["stored_max_abs_diff"] = float(np.abs(stored["probs"] - probs).max())
             pred["stored_argmax_agreement"] = float(np.mean(stored["probs"].argmax(-1) == probs.argmax(-1)))
@@ -82,7 +88,7 @@ def evaluate_run(run_dir: Path, split: str, data: str | None = None, recompute: 
     has none.
     """
     run = Run(Path(run_dir))
-    pred = split_predictions(run, split, data, recompute)
+    pred = split_predictions(run, split, data, recompute, members)
     if members is not None:
         have = [int(m) for m in pred["members"]]
         missing = sorted(set(members) - set(have))

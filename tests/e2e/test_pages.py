@@ -294,44 +294,64 @@ def test_every_page_has_an_exercise():
 
 
 # ---------------------------------------------------------------- Train: Stop, Resume, done
-def test_train_stop_then_resume_to_the_end(server, page, runs_root, set_number, drawn, shoot, no_exception_box):
-    """A 1-member, 2-epoch run stopped mid-epoch says where it stopped and offers Resume; Resume
-    starts a new worker on the same run, which finishes it (no second run). Two epochs: a Stop
-    clicked on a fast machine still lands before the end of training."""
+def test_train_live_reload_stop_resume_to_the_end(server, page, runs_root, set_number, drawn, shoot,
+                                                  no_exception_box):
+    """One 1-member, 3-epoch run through the whole Train cycle: Start; the live view updates
+    (status, epochs, charts); a reload mid-training reattaches to the running worker instead of
+    starting a second one; Stop in a later epoch says where it stopped and offers Resume; Resume
+    starts a new worker on the same run, which finishes it (no second run) and the accuracy
+    chart has redrawn with the later epochs."""
     pg = page
     before = {r.id for r in list_runs([runs_root])}
-    pg.goto(f"{server}/train")
+    pg.goto(f"{server}/train")  # a fresh session's first request goes straight to a page
     pg.get_by_role("button", name="Start training").wait_for()
+    expect(pg.get_by_text("not real FER2013 data")).to_be_visible()  # the frame's sidebar
     drawn(pg)
     set_number(pg, "Members", 1)
-    set_number(pg, "Epochs per member", 2)
+    set_number(pg, "Epochs per member", 3)
     drawn(pg)
     pg.get_by_role("button", name="Start training").click()
 
-    # mid-epoch: the worker is past its first batch, which the live view reports
-    pg.get_by_text(re.compile(r"Current epoch: [1-9]\d* of \d+ batches")).first.wait_for(timeout=120_000)
+    pg.get_by_text("Training member 1 of 1 · epoch 1 of 3").first.wait_for(timeout=120_000)
     (run,) = [r for r in list_runs([runs_root]) if r.id not in before]
     first_pid = run.status()["pid"]
+    assert pg.locator('[data-testid="stVegaLiteChart"]').count() == 2
+    no_exception_box(pg)
+    shoot(pg, "train_epoch1.png")
+
+    pg.reload()  # a new browser session: reattach to the run on disk, never start a second worker
+    pg.get_by_text("Training member 1 of 1").first.wait_for(timeout=60_000)
+    expect(pg.get_by_role("button", name="Stop", exact=True)).to_be_visible()
+    expect(pg.get_by_role("button", name="Resume")).to_have_count(0)
+    assert {r.id for r in list_runs([runs_root])} - before == {run.id} and run.status()["pid"] == first_pid
+
+    pg.get_by_text("epoch 2 of 3").first.wait_for(timeout=120_000)
+    # .first: while a full rerun replaces the live view, old and new copies coexist for a moment
+    expect(pg.get_by_text("All members: 1 of 3 epochs finished").first).to_be_visible()
+    after_epoch1 = pg.locator('[data-testid="stVegaLiteChart"]').nth(1).screenshot()
     pg.get_by_role("button", name="Stop", exact=True).click()
-    pg.get_by_text(re.compile(r"Stopped on request in member 1 of 1, epoch [12] of 2, batch \d+ of \d+ "
-                              r"\([01] of 2 epochs finished\)")).first.wait_for(timeout=60_000)
+    pg.get_by_text(re.compile(r"Stopped on request in member 1 of 1, epoch [23] of 3, batch \d+ of \d+ "
+                              r"\([12] of 3 epochs finished\)")).first.wait_for(timeout=60_000)
     status = run.status()
     assert status["state"] == "stopped", status
-    assert len(run.metrics()) < 2 and run.finished_members() == []
+    assert len(run.metrics()) < 3 and run.finished_members() == []
     expect(pg.get_by_role("button", name="Resume", exact=True)).to_be_visible()
     expect(pg.get_by_role("button", name="Stop", exact=True)).to_have_count(0)
     no_exception_box(pg)
     shoot(pg, "train-stopped.png", full_page=True)
 
     pg.get_by_role("button", name="Resume", exact=True).click()
-    pg.get_by_text("Done: all 1 member(s) trained for 2 epoch(s).").first.wait_for(timeout=180_000)
+    pg.get_by_text("Done: all 1 member(s) trained for 3 epoch(s).").first.wait_for(timeout=180_000)
     status = run.status()
     assert status["state"] == "done" and status["pid"] != first_pid, status
-    assert [m["epoch"] for m in run.metrics()] == [1, 2] and run.finished_members() == [0]
+    assert [m["epoch"] for m in run.metrics()] == [1, 2, 3] and run.finished_members() == [0]
+    expect(pg.get_by_text("All members: 3 of 3 epochs finished").first).to_be_visible()
     assert {r.id for r in list_runs([runs_root])} - before == {run.id}, "Resume started a second run"
     expect(pg.get_by_text("Majority vote · PrivateTest").first).to_be_visible()
     expect(pg.get_by_role("button", name="Resume")).to_have_count(0)
     drawn(pg)
+    assert pg.locator('[data-testid="stVegaLiteChart"]').nth(1).screenshot() != after_epoch1, \
+        "the accuracy chart did not redraw with the later epochs"
     no_exception_box(pg)
     shoot(pg, "train-resumed-done.png", full_page=True)
     sidebar = pg.locator('[data-testid="stSidebar"]')
