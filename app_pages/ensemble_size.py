@@ -111,8 +111,9 @@ sizes = t1.multiselect("Ensemble sizes (columns)", list(range(1, largest + 1)),
                        help="Sizes larger than a run's pool stay blank.")
 soft = t2.toggle("Soft vote rows too", key="size_soft")
 table = sc.size_table({rid: by_run[rid] for rid in ready}, sorted(sizes), soft)
-st.dataframe(table, hide_index=True, placeholder="—",
-             column_config={sc.size_column(k): st.column_config.NumberColumn(format="%.1f") for k in sizes})
+# A static table (not st.dataframe's canvas): it prints, screenshots and copies into a report as is.
+st.table(table.style.format("{:.1f}", subset=[sc.size_column(k) for k in sizes], na_rep="—")
+         .hide(axis="index"))
 st.caption("Each cell: accuracy (%) of a k-member ensemble, averaged over the k-member groups "
            "scored from the pool (all of them, or 200 drawn at random). The 1-member column is the "
            "average single member; —: the run has fewer members than that.")

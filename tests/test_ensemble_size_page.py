@@ -81,7 +81,7 @@ def test_table_shows_hand_computed_majority_votes_and_no_reference_lines_on_synt
     at = open_page("hand")
     assert at.title[0].value.startswith("Ensemble size")
     assert page_selectbox(at, "Run").value == "hand"  # the sidebar's run
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert list(table.columns) == ["split", "vote", "1 member", "3 members"]
     assert table["split"].tolist() == ["PublicTest", "PrivateTest"]
     for split, values in EXPECTED.items():
@@ -112,12 +112,12 @@ def test_soft_rows_split_switch_member_and_a_second_run(tmp_path, monkeypatch):
     at.radio(key="size_split").set_value("public_test").run()
     at.selectbox(key="size_member").set_value(2).run()
     assert not at.exception, at.exception
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert table["vote"].tolist() == ["majority vote", "soft vote"] * 2
     assert at.metric[0].value == "58.3%"
     at.selectbox(key="size_compare").set_value("two").run()
     assert not at.exception, at.exception
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert list(table.columns)[:3] == ["run", "split", "vote"] and len(table) == 8
     assert set(table["run"]) == {"one", "two"}
     assert '"run"' in chart_specs(at)[0]  # coloured by run
@@ -139,7 +139,7 @@ def test_switching_to_a_one_member_run_keeps_the_page_up(tmp_path, monkeypatch):
     page_selectbox(at, "Run").set_value("solo").run()
     assert not at.exception, at.exception
     assert "1 of 3 members have finished" in " ".join(c.value for c in at.caption)
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert table["1 member"].tolist() == pytest.approx([75.0, 100.0])  # member 0 alone
     assert at.metric[0].value == "100.0%"
     assert any("no ensemble yet" in i.value for i in at.info)
