@@ -39,3 +39,20 @@ def fer_rows(n: int = 12, seed: int = 0) -> tuple[list[str], np.ndarray, np.ndar
 def write_csv(path: Path, lines: list[str], header: str = "emotion,pixels,Usage") -> Path:
     path.write_text(header + "\n" + "\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory) -> str:
+    """A fer2013.csv of 520 synthetic faces (400 Training, 60 PublicTest, 60 PrivateTest)."""
+    from fer.data import load_dataset
+
+    ds = load_dataset("synthetic")
+    rows = np.concatenate([ds.indices("train")[:400], ds.indices("public_test")[:60],
+                           ds.indices("private_test")[:60]])
+    usage = {"train": "Training", "public_test": "PublicTest", "private_test": "PrivateTest"}
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    with open(path, "w") as f:
+        f.write("emotion,pixels,Usage\n")
+        for r in rows:
+            f.write(f"{ds.labels[r]},{' '.join(map(str, ds.images[r].ravel()))},{usage[ds.splits[r]]}\n")
+    return str(path)

@@ -51,21 +51,6 @@ DETERMINISTIC = ("member", "seed", "epoch", "train_loss", "train_acc", "val_loss
 
 
 # ---------------------------------------------------------------- helpers
-@pytest.fixture(scope="module")
-def tiny_csv(tmp_path_factory) -> str:
-    """A fer2013.csv of 520 synthetic faces (400 Training, 60 PublicTest, 60 PrivateTest)."""
-    ds = load_dataset("synthetic")
-    rows = np.concatenate([ds.indices("train")[:400], ds.indices("public_test")[:60],
-                           ds.indices("private_test")[:60]])
-    usage = {"train": "Training", "public_test": "PublicTest", "private_test": "PrivateTest"}
-    path = tmp_path_factory.mktemp("data") / "tiny.csv"
-    with open(path, "w") as f:
-        f.write("emotion,pixels,Usage\n")
-        for r in rows:
-            f.write(f"{ds.labels[r]},{' '.join(map(str, ds.images[r].ravel()))},{usage[ds.splits[r]]}\n")
-    return str(path)
-
-
 def make_run(root: Path, data: str, **kw) -> Run:
     cfg = TrainConfig(data=data, **kw, **dataset_fields(load_dataset(data)))
     return create_run(cfg, root / "run")

@@ -12,21 +12,6 @@ from fer.runs import Run, start_worker
 from fer.training import MemberState, TrainConfig, create_run, dataset_fields, run_training
 
 
-@pytest.fixture(scope="module")
-def tiny_csv(tmp_path_factory):
-    """A fer2013.csv of 520 synthetic faces (400 Training, 60 PublicTest, 60 PrivateTest)."""
-    ds = load_dataset("synthetic")
-    rows = np.concatenate([ds.indices("train")[:400], ds.indices("public_test")[:60],
-                           ds.indices("private_test")[:60]])
-    usage = {"train": "Training", "public_test": "PublicTest", "private_test": "PrivateTest"}
-    path = tmp_path_factory.mktemp("data") / "tiny.csv"
-    with open(path, "w") as f:
-        f.write("emotion,pixels,Usage\n")
-        for r in rows:
-            f.write(f"{ds.labels[r]},{' '.join(map(str, ds.images[r].ravel()))},{usage[ds.splits[r]]}\n")
-    return str(path)
-
-
 def make_run(tmp_path, data, name="run", **kw):
     cfg = TrainConfig(data=data, **dict(dict(members=2, epochs=1, batch_size=64), **kw),
                       **dataset_fields(load_dataset(data)))
