@@ -127,13 +127,13 @@ m4.metric(f"{how.capitalize()} vote / member {against}",
 st.caption(f"On the {fixes['compared']:,} faces of {cc.VIEW_TITLES[view]} that member {against} votes on: "
            f"both right on {fixes['both_right']:,}, both wrong on {fixes['both_wrong']:,}. The median "
            "member is the middle one when the members are sorted by accuracy: a typical single model.")
-fixed_tab, broke_tab = st.tabs([f"Fixed ({fixes['fixed']:,})", f"Broken ({fixes['broke']:,})"])
-with fixed_tab:
-    cc.gallery(run, ds, view, fixes["faces"], fixes["fixed_idx"], None, key=f"cm_fixed_{view}_{how}_{against}",
-               caption_for=lambda page: fc.fix_captions(fixes, page), per_page=10)
-with broke_tab:
-    cc.gallery(run, ds, view, fixes["faces"], fixes["broke_idx"], None, key=f"cm_broke_{view}_{how}_{against}",
-               caption_for=lambda page: fc.fix_captions(fixes, page), per_page=10)
+# One gallery at a time (not two tabs, which would both draw their faces on every rerun)
+part = st.radio("Faces", ["fixed", "broke"], horizontal=True, label_visibility="collapsed",
+                **ui.kept("cm_fix_part", "fixed", ["fixed", "broke"]),
+                format_func=lambda k: f"Fixed by the vote ({fixes['fixed']:,})" if k == "fixed"
+                else f"Broken by the vote ({fixes['broke']:,})")
+cc.gallery(run, ds, view, fixes["faces"], fixes[f"{part}_idx"], None, key=f"cm_{part}_{view}_{how}_{against}",
+           caption_for=lambda page: fc.fix_captions(fixes, page), per_page=10)
 
 # ---------------------------------------------------------------- out-of-bag label check
 st.subheader("Out-of-bag label check: training labels that are probably wrong")
@@ -187,3 +187,4 @@ if votes is not None:
                    "majority: the suspects are faces where held-out members disagree with the crowd.")
 cc.gallery(run, ds, "validation", oob, suspects, None, key=f"cm_oob_{min_voters}_{min_score}", per_page=10,
            caption_for=lambda page: fc.oob_captions(oob, page, None if votes is None else votes[page]))
+cc.prewarm(run, views, how)

@@ -312,12 +312,13 @@ def median_member(accuracies: np.ndarray) -> int:
 
 
 def fixed_and_broken(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None,
-                     member: int | None = None, how: str = "majority") -> dict:
+                     member: int | None = None, how: str = "majority", vote: np.ndarray | None = None) -> dict:
     """Faces the vote gets right where a member gets them wrong (fixed), and the reverse (broke).
 
     Args: probs float ``(M, N, C)``; labels int ``(N,)``; mask bool ``(M, N)`` voters as in
         :func:`masked_vote` (None = all); member: position of the member to compare with (default:
-        :func:`median_member` by accuracy on the faces it votes on); how ``majority`` / ``soft``.
+        :func:`median_member` by accuracy on the faces it votes on); how ``majority`` / ``soft``;
+        vote int ``(N,)``: ``masked_vote(probs, mask, how)["pred"]`` when the caller has it already.
     Returns: dict ``member`` (position), ``member_accuracies`` float64 ``(M,)`` (NaN for a member
         without faces), ``faces`` int64 positions compared (the member votes on them), ``fixed``
         and ``broke`` int64 positions (subsets of ``faces``), ``both_right``, ``both_wrong`` ints,
@@ -333,7 +334,7 @@ def fixed_and_broken(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray | N
         accs = np.where(mask.any(axis=1), (right & mask).sum(axis=1) / mask.sum(axis=1), np.nan)
     if member is None:
         member = median_member(np.where(np.isnan(accs), -1.0, accs))
-    vote = masked_vote(probs, mask, how)["pred"]
+    vote = masked_vote(probs, mask, how)["pred"] if vote is None else np.asarray(vote)
     faces = np.flatnonzero(mask[member])
     vote_right, member_right = vote[faces] == labels[faces], right[member, faces]
     return dict(member=int(member), member_accuracies=accs, faces=faces,
@@ -363,9 +364,9 @@ def ensemble_fixes(run: Run, view: str, member: int | None = None, how: str = "m
     mask = voting_mask(run, view, pred, ds)
     ids = [int(x) for x in pred["members"]]
     pos = None if member is None else _who(pred, int(member))
-    res = fixed_and_broken(pred["probs"], pred["labels"], mask, pos, how)
-    median = fixed_and_broken(pred["probs"], pred["labels"], mask, None, how)["member"]
-    vote = masked_vote(pred["probs"], mask, how)
+    vote = masked_vote(pred["probs"], mask, how)  # once: the page switches voters on 28k faces
+    res = fixed_and_broken(pred["probs"], pred["labels"], mask, pos, how, vote["pred"])
+    median = median_member(np.where(np.isnan(res["member_accuracies"]), -1.0, res["member_accuracies"]))
     both = np.concatenate([res["fixed"], res["broke"]])
     faces = dict(rows=pred["indices"].astype(np.int64)[both], pos=both.astype(np.int64),
                  labels=pred["labels"].astype(np.int64)[both],

@@ -165,6 +165,8 @@ def test_fixed_and_broken_on_a_hand_case():
     assert (res0["both_right"], res0["both_wrong"]) == (3, 0)
     assert (res0["vote_accuracy"], res0["member_accuracy"]) == (0.8, 0.8)
     assert fc.median_member([0.5, 0.7, 0.6, 0.9]) == 2  # lower median of 4
+    given = fc.fixed_and_broken(p, labels, member=0, vote=fc.masked_vote(p)["pred"])  # vote passed in
+    assert {k: np.asarray(v).tolist() for k, v in given.items()} == {k: np.asarray(v).tolist() for k, v in res0.items()}
 
 
 def test_fixed_and_broken_only_compare_faces_the_member_votes_on():

@@ -5,14 +5,19 @@ tests/e2e/test_pages.py."""
 
 from __future__ import annotations
 
+import base64
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import fer_rows, write_csv
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app_pages import confusion_charts as cc
+from app_pages import ui
 from fer import confusion as fc
 from fer.data import load_dataset
 from fer.evaluation import evaluate_run
@@ -116,6 +121,10 @@ def test_fixed_broke_counts_and_the_out_of_bag_check():
     assert metrics["Broken by the vote"] == f"{fx['broke']:,}"
     assert at.selectbox(key="cm_against_majority").value == fx["median"]
     assert len(tiles(at, "cm_fixed_")) == min(fx["fixed"], 10)
+    assert tiles(at, "cm_broke_") == []  # one gallery at a time
+    at.radio(key="cm_fix_part").set_value("broke").run()
+    assert not at.exception, at.exception
+    assert len(tiles(at, "cm_broke_")) == min(fx["broke"], 10) and tiles(at, "cm_fixed_") == []
     oob = fc.out_of_bag(DEMO)
     suspects = fc.probably_mislabelled(oob, 1, 0.5)
     assert f"{len(suspects):,} probably mislabelled" in " ".join(m.value for m in at.markdown)
@@ -183,3 +192,56 @@ def test_clicked_cell_reads_the_selection_of_the_matrix():
     assert cc.clicked_cell({"selection": {"cell": [{"true": "fear", "predicted": "sad"}]}}) == (2, 4)
     assert cc.clicked_cell({"selection": {"cell": []}}) is None
     assert cc.clicked_cell(None) is None
+
+
+def test_top_confusion_strips_are_one_html_row_of_exactly_their_faces():
+    at = open_page()
+    view = fc.confusion_view(DEMO, "private_test", "majority")
+    tops = fc.top_confusions(view["cm"], 6, view["faces"], per=9)
+    rows = [h.proto.body for h in at.get("html")]
+    assert len(rows) == len([t for t in tops if len(t["idx"])])
+    for top, body in zip(tops, rows):
+        want = [f"#{view['faces']['rows'][i]} · {view['faces']['confidence'][i]:.0%}" for i in top["idx"]]
+        assert re.findall(r"<figcaption[^>]*>([^<]*)</figcaption>", body) == want
+        assert body.count("<img ") == len(top["idx"])
+
+
+def test_face_row_html_embeds_each_face_losslessly_and_escapes_captions():
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    body = ui.face_row_html(faces, ["#1 <b>", "#2 & co"])
+    srcs = re.findall(r'src="data:image/png;base64,([^"]+)"', body)
+    decoded = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s)))) for s in srcs]
+    assert len(decoded) == 2 and all((d == f).all() for d, f in zip(decoded, faces))
+    assert "#1 &lt;b&gt;" in body and "#2 &amp; co" in body and "<b>" not in body
+    assert 'width="96"' in body and "image-rendering:pixelated" in body
+    with pytest.raises(ValueError, match="2 faces but 1 captions"):
+        ui.face_row_html(faces, ["one"])
+
+
+def test_chart_specs_are_valid_vega_lite():
+    """The page builds its specs without validation (for speed); here they are validated."""
+    view = fc.confusion_view(DEMO, "private_test", "majority")
+    for normalise in (False, True):
+        assert cc.matrix_chart(view["cm"], normalise).to_dict()["layer"]  # raises on a schema error
+    assert cc.class_count_chart(view).to_dict()["layer"]
+    assert cc.member_chart(fc.face_probabilities(DEMO, "private_test", 0), "private_test").to_dict()["layer"]
+
+
+def test_every_view_is_counted_once_per_session_before_it_is_picked(monkeypatch):
+    """The page fills the caches of the other views at its end: switching to the training faces
+    later counts no vote."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    calls = []
+    real = fc.confusion_view
+    monkeypatch.setattr(fc, "confusion_view", lambda run, view, who, *a: calls.append((view, who)) or real(run, view, who, *a))
+    at = open_page()
+    assert sorted(set(calls)) == sorted((v, "majority") for v in fc.VIEWS)
+    calls.clear()
+    at.selectbox(key="cm_view").set_value("train").run()
+    assert not at.exception, at.exception
+    assert calls == []
+    at.selectbox(key="cm_who").set_value("member 3").run()
+    assert calls == [("train", 3)]  # a member alone is counted when picked
