@@ -62,6 +62,15 @@ def test_matrix_table_and_the_first_cell_on_the_shipped_run():
     top = fc.top_confusions(cm, 1)[0]  # the first visit opens the largest confusion
     assert (at.selectbox(key="cm_true").value, at.selectbox(key="cm_pred").value) == (top["true"], top["pred"])
     assert cell_heading(at).endswith(f": {top['count']} faces")
+    # top confusions: one HTML row of exactly each cell's most confident faces
+    view = fc.confusion_view(DEMO, "private_test", "majority")
+    tops = fc.top_confusions(view["cm"], 6, view["faces"], per=9)
+    rows = [h.proto.body for h in at.get("html")]
+    assert len(rows) == len([t for t in tops if len(t["idx"])])
+    for top, body in zip(tops, rows):
+        want = [f"#{view['faces']['rows'][i]} · {view['faces']['confidence'][i]:.0%}" for i in top["idx"]]
+        assert re.findall(r"<figcaption[^>]*>([^<]*)</figcaption>", body) == want
+        assert body.count("<img ") == len(top["idx"])
 
 
 def test_picking_a_cell_shows_exactly_its_faces_and_a_tile_opens_its_details():
@@ -98,8 +107,18 @@ def test_a_top_confusion_button_opens_its_cell():
     assert cell_heading(at).endswith(f": {second['count']} faces")
 
 
-def test_views_voters_and_row_normalised():
+def test_views_voters_and_row_normalised(monkeypatch):
+    import streamlit as st
+
+    st.cache_data.clear()
+    calls = []
+    real = fc.confusion_view
+    monkeypatch.setattr(fc, "confusion_view",
+                        lambda run, view, who, *a: calls.append((view, who)) or real(run, view, who, *a))
     at = open_page()
+    # every view's vote is counted at the end of the first draw, so no later switch counts one
+    assert sorted(set(calls)) == sorted((v, "majority") for v in fc.VIEWS)
+    calls.clear()
     at.toggle(key="cm_norm").set_value(True).run()
     assert '".0%"' in at.get("vega_lite_chart")[0].proto.spec
     at.selectbox(key="cm_view").set_value("validation").run()
@@ -108,6 +127,7 @@ def test_views_voters_and_row_normalised():
     held = int(DEMO.predictions("train")["validation"][3].sum())
     assert f": {held:,} faces" in " ".join(m.value for m in at.markdown)  # member 3's validation split
     assert any("left out" in c.value for c in at.caption)
+    assert calls == [("validation", 3)]  # a member alone is counted when picked
     at.selectbox(key="cm_view").set_value("train").run()
     at.selectbox(key="cm_who").set_value("soft").run()
     assert not at.exception, at.exception
@@ -194,18 +214,6 @@ def test_clicked_cell_reads_the_selection_of_the_matrix():
     assert cc.clicked_cell(None) is None
 
 
-def test_top_confusion_strips_are_one_html_row_of_exactly_their_faces():
-    at = open_page()
-    view = fc.confusion_view(DEMO, "private_test", "majority")
-    tops = fc.top_confusions(view["cm"], 6, view["faces"], per=9)
-    rows = [h.proto.body for h in at.get("html")]
-    assert len(rows) == len([t for t in tops if len(t["idx"])])
-    for top, body in zip(tops, rows):
-        want = [f"#{view['faces']['rows'][i]} · {view['faces']['confidence'][i]:.0%}" for i in top["idx"]]
-        assert re.findall(r"<figcaption[^>]*>([^<]*)</figcaption>", body) == want
-        assert body.count("<img ") == len(top["idx"])
-
-
 def test_face_row_html_embeds_each_face_losslessly_and_escapes_captions():
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (2, 48, 48), dtype=np.uint8)
@@ -227,21 +235,3 @@ def test_chart_specs_are_valid_vega_lite():
     assert cc.class_count_chart(view).to_dict()["layer"]
     assert cc.member_chart(fc.face_probabilities(DEMO, "private_test", 0), "private_test").to_dict()["layer"]
 
-
-def test_every_view_is_counted_once_per_session_before_it_is_picked(monkeypatch):
-    """The page fills the caches of the other views at its end: switching to the training faces
-    later counts no vote."""
-    import streamlit as st
-
-    st.cache_data.clear()
-    calls = []
-    real = fc.confusion_view
-    monkeypatch.setattr(fc, "confusion_view", lambda run, view, who, *a: calls.append((view, who)) or real(run, view, who, *a))
-    at = open_page()
-    assert sorted(set(calls)) == sorted((v, "majority") for v in fc.VIEWS)
-    calls.clear()
-    at.selectbox(key="cm_view").set_value("train").run()
-    assert not at.exception, at.exception
-    assert calls == []
-    at.selectbox(key="cm_who").set_value("member 3").run()
-    assert calls == [("train", 3)]  # a member alone is counted when picked
