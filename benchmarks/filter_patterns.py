@@ -6,7 +6,7 @@ last conv layer of member 0 of the shipped ``synthetic-demo`` run (``seed_cnn``)
 calls it 16 times with one channel each. Each filter draws its start and jitter from its own
 seeded generator, so both follow the same recipe; the images are alike but not equal, as batches
 round differently and max pooling amplifies that (the mean and largest pixel differences are
-printed). Budget (issue 6): a page of 16
+printed). Budget: a page of 16
 images under 5 s. Each figure is the median of ``--repeats`` timed runs after one warm-up, as wall
 time and as this process's CPU time; the machine may be shared (background trainings), so the
 load average is printed with the figures.

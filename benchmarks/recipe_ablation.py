@@ -31,7 +31,7 @@ RECIPES = [  # (name, config changes on top of the previous recipe)
 
 
 def _read(out: Path) -> dict:
-    """Results already in ``out`` by recipe name (earlier sessions' run folders may be gone)."""
+    """Results already in ``out`` by recipe name (the run folders of earlier runs may be gone)."""
     return {r["recipe"]: r for r in json.loads(out.read_text())} if out.exists() else {}
 
 
@@ -96,7 +96,7 @@ def main() -> None:
                           val_acc=best["val_acc"],
                           public_test=evaluate_run(run_dir, "public_test")["members"][0],
                           private_test=evaluate_run(run_dir, "private_test")["members"][0],
-                          seconds_this_session=round(time.time() - t0, 1))
+                          seconds_this_process=round(time.time() - t0, 1))
             _record(out, result)
             print(json.dumps(result), flush=True)
     results = [r for r in _read(out).values() if r.get("epochs") == args.epochs]

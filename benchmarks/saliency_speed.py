@@ -6,7 +6,7 @@ parameters frozen, float32, one torch thread). Baselines:
   other, with torch's default threads (``--threads``) — what a first version of the page did;
 - for SmoothGrad also the "naive loop": one backward pass per noisy copy (25 per member), the way
   SmoothGrad is often written from the paper.
-Budgets (issue 6): vanilla gradient < 0.5 s, SmoothGrad with 25 samples < 3 s.
+Budgets: vanilla gradient < 0.5 s, SmoothGrad with 25 samples < 3 s.
 Members: 15 freshly seeded ``seed_cnn`` models (speed does not depend on the weights).
 Each figure is the median of ``--repeats`` timed runs after one warm-up (the naive loop: one
 run). The machine may be shared (background trainings): the load average is printed too.
