@@ -400,8 +400,8 @@ def strip(ds: FaceDataset, faces: dict, idx: np.ndarray) -> None:
     if len(idx) == 0:
         st.caption("No faces.")
         return
-    st.html(ui.face_row_html(ds.images[faces["rows"][idx]],
-                             [f"#{faces['rows'][i]} · {faces['confidence'][i]:.0%}" for i in idx]))
+    st.image([ui.face_image(ds.images[faces["rows"][i]], scale=2) for i in idx],
+             caption=[f"#{faces['rows'][i]} · {faces['confidence'][i]:.0%}" for i in idx])
 
 
 def confusion_strips(ds: FaceDataset, faces: dict, tops: list[dict], keys: tuple[str, str, str]) -> None:

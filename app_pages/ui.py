@@ -537,37 +537,6 @@ def face_grid(images, captions: list[str] | None = None, scale: int = 2) -> None
     st.image([face_image(im, scale) for im in images], caption=captions, output_format="PNG")
 
 
-def face_row_html(images, captions: list[str], scale: int = 2) -> str:
-    """Faces uint8 (N, 48, 48) as one wrapping row of HTML: each an inline 48x48 PNG (data URI)
-    drawn ``scale`` times larger with square pixels, over its caption (escaped).
-
-    One element for the browser instead of N ``st.image`` tiles, each its own request and
-    layout: a page with dozens of thumbnails redraws several times faster. Raises ValueError
-    when ``images`` and ``captions`` differ in length.
-    """
-    import base64
-    import html
-    import io
-
-    from PIL import Image
-
-    if len(images) != len(captions):
-        raise ValueError(f"{len(images)} faces but {len(captions)} captions")
-    size = 48 * scale
-    tiles = []
-    for image, caption in zip(images, captions):
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="PNG")
-        src = base64.b64encode(buf.getvalue()).decode("ascii")
-        text = html.escape(caption)
-        tiles.append(f'<figure style="margin:0;width:{size}px;text-align:center">'
-                     f'<img src="data:image/png;base64,{src}" width="{size}" height="{size}" alt="{text}" '
-                     f'title="{text}" style="image-rendering:pixelated;display:block">'
-                     f'<figcaption style="font-size:0.8rem;color:rgba(49,51,63,0.6);line-height:1.3;'
-                     f'padding-top:2px">{text}</figcaption></figure>')
-    return f'<div style="display:flex;flex-wrap:wrap;gap:6px">{"".join(tiles)}</div>'
-
-
 def run_with_members() -> tuple[Run, list[int]]:
     """The sidebar's run and its finished member ids; otherwise the page says why and stops."""
     run = current_run()
