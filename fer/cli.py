@@ -94,9 +94,15 @@ def _pack(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from fer.runs import merge_members
 
+    from fer.runs import Run
+
     added = merge_members(Path(args.source), Path(args.run_dir))
-    print(f"merged {len(added)} member(s) into {args.run_dir}: {added}" if added
-          else f"{args.source} has no finished members to merge")
+    if added:
+        print(f"merged {len(added)} member(s) into {args.run_dir}: {added}")
+    elif Run(Path(args.source)).finished_members():
+        print(f"nothing new: every finished member of {args.source} is in {args.run_dir} already")
+    else:
+        print(f"{args.source} has no finished members yet")
     return 0
 
 

@@ -168,7 +168,7 @@ def test_validation_masks_match_the_member_split_and_exclusions(tmp_path, tiny_c
     assert len(t) + len(v) == 398 and not set(flagged) & (set(t) | set(v))
 
 
-def test_members_trained_apart_and_merged_equal_one_run(tmp_path, tiny_csv):
+def test_members_trained_apart_and_merged_equal_one_run(tmp_path, tiny_csv, capsys):
     """A member is defined by config + seed: seeds 1..2 trained in a second run (--seed 1) and
     merged give exactly the predictions, weights and masks of one 3-member run."""
     from fer.runs import merge_members
@@ -188,6 +188,10 @@ def test_members_trained_apart_and_merged_equal_one_run(tmp_path, tiny_csv):
     assert merge_members(part_b.path, part_a.path) == [1, 2]
     assert part_a.finished_members() == [0, 1, 2]
     assert merge_members(part_b.path, part_a.path) == []  # again: nothing new, nothing refused
+    from fer.cli import main as cli
+
+    assert cli(["merge", "--from", str(part_b.path), "--run-dir", str(part_a.path)]) == 0
+    assert capsys.readouterr().out == f"nothing new: every finished member of {part_b.path} is in {part_a.path} already\n"
     for split in ("train", "public_test", "private_test"):
         got, want = part_a.predictions(split), whole.predictions(split)
         assert sorted(got) == sorted(want)
