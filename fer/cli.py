@@ -92,9 +92,7 @@ def _pack(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from fer.runs import merge_members
-
-    from fer.runs import Run
+    from fer.runs import Run, merge_members
 
     added = merge_members(Path(args.source), Path(args.run_dir))
     if added:
