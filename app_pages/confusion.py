@@ -116,7 +116,8 @@ against = st.selectbox(
     "Compare the vote with", members, **ui.kept(f"cm_against_{how}", median["member"], members),
     format_func=lambda m: f"member {m} ({median['member_accuracies'][m]:.1%})"
                           + (" · the median member" if m == median["member"] else ""))
-fixes = cc.ensemble_fixes(run, view, against, how)
+# the median member (the default) is what the first call compared with already
+fixes = median if against == median["member"] else cc.ensemble_fixes(run, view, against, how)
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Fixed by the vote", f"{fixes['fixed']:,}", help="The vote is right, the member is wrong.")
 m2.metric("Broken by the vote", f"{fixes['broke']:,}", help="The vote is wrong, the member is right.")

@@ -112,7 +112,7 @@ def prewarm(run: Run, views: list[str], how: str) -> None:
             if data["cm"].sum():
                 class_count_spec(run, data)
                 matrix_spec(data["cm"], False, None)
-            ensemble_fixes(run, view, ensemble_fixes(run, view, None, how)["median"], how)
+            ensemble_fixes(run, view, None, how)  # the page compares with the median member first
             done.add(token)
 
 
