@@ -129,24 +129,27 @@ def _audit(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a user error, with its message)."""
+    from fer.training import AUGMENTS, PRECISIONS, SCHEDULES, TrainConfig as D  # defaults: one source
+
     p = argparse.ArgumentParser(prog="python -m fer", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a seeded ensemble into a run directory")
     t.add_argument("--data", default="synthetic", help="path to fer2013.csv[.gz|.zip] or 'synthetic'")
     t.add_argument("--ferplus", default="", help="FER+ fer2013new.csv: train on its majority-vote labels")
-    t.add_argument("--members", type=int, default=3)
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--seed", type=int, default=0, help="base seed; member k uses seed+k")
+    t.add_argument("--members", type=int, default=D.members)
+    t.add_argument("--epochs", type=int, default=D.epochs)
+    t.add_argument("--seed", type=int, default=D.base_seed, help="base seed; member k uses seed+k")
     t.add_argument("--run-dir", required=True)
-    t.add_argument("--model", default="seed_cnn")
-    t.add_argument("--val-fraction", type=float, default=0.1)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
-    t.add_argument("--augment", default="flip", choices=["none", "flip", "standard"])
-    t.add_argument("--schedule", default="constant", choices=["constant", "cosine"])
-    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--model", default=D.model)
+    t.add_argument("--val-fraction", type=float, default=D.val_fraction)
+    t.add_argument("--batch-size", type=int, default=D.batch_size)
+    t.add_argument("--lr", type=float, default=D.lr)
+    t.add_argument("--weight-decay", type=float, default=D.weight_decay)
+    t.add_argument("--precision", default=D.precision, choices=PRECISIONS)
+    t.add_argument("--augment", default=D.augment, choices=AUGMENTS,
+                   help="standard: flip + shift/rotate/scale (the default: best in the recipe ablation)")
+    t.add_argument("--schedule", default=D.schedule, choices=SCHEDULES)
+    t.add_argument("--label-smoothing", type=float, default=D.label_smoothing)
     t.add_argument("--exclude-flagged", action="store_true",
                    help="leave out train faces the audit flags (blank, conflicting duplicates, test copies)")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")

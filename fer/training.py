@@ -66,8 +66,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     val_fraction: float = 0.1
     precision: str = "auto"
-    augment: str = "flip"
-    schedule: str = "constant"
+    augment: str = "standard"
+    schedule: str = "cosine"
     label_smoothing: float = 0.0
     exclude_flagged: bool = False
     dataset_id: str = ""

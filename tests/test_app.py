@@ -83,6 +83,10 @@ def test_train_page_shows_its_form():
     assert at.number_input(key="train_epochs").value == 5
     assert at.number_input(key="train_batch").value == 128
     assert at.selectbox(key="train_model").value == "seed_cnn"
+    # The recipe defaults are TrainConfig's, the measured best (README's ablation table).
+    assert at.selectbox(key="train_augment").value == "standard"
+    assert at.selectbox(key="train_schedule").value == "cosine"
+    assert at.number_input(key="train_smoothing").value == 0.0
     assert at.button(key="start").label == "Start training"
 
 
@@ -201,6 +205,7 @@ def test_a_tiny_run_trains_from_the_page_and_shows_ensemble_accuracy(tmp_path, m
     try:
         assert (run.path / "config.json").exists()
         assert (run.config()["members"], run.config()["epochs"]) == (1, 1)
+        assert (run.config()["augment"], run.config()["schedule"]) == ("standard", "cosine")
         assert at.sidebar.selectbox(key="run_id").value == run.id
         # A browser reload is a new session: it reattaches to the running run, never restarts it.
         again = open_page("app_pages/train.py")

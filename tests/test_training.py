@@ -25,6 +25,8 @@ def test_cli_two_members_one_epoch_makes_a_complete_run_dir(tmp_path, tiny_csv, 
     run = Run(run_dir)
     cfg = run.config()
     assert cfg["members"] == 2 and cfg["dataset_id"].startswith("tiny-")
+    # The recipe the ablation measured best (README) is what a run gets when it asks for nothing.
+    assert (cfg["augment"], cfg["schedule"], cfg["label_smoothing"]) == ("standard", "cosine", 0.0)
     assert run.status()["state"] == "done"
     metrics = run.metrics()
     assert [(m["member"], m["epoch"]) for m in metrics] == [(0, 1), (1, 1)]

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from fer.runs import list_runs
+from fer.training import TrainConfig
 
 pytestmark = pytest.mark.e2e
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
@@ -64,7 +65,8 @@ def test_two_sessions_train_at_once(browser, server, runs_root, set_number, draw
         b.goto(f"{server}/train")  # a second session, opened after A typed its settings
         b.get_by_role("button", name="Start training").wait_for()
         drawn(b)
-        assert form_values(b) == {**DEFAULTS, "Augmentation": "flip"}, "B's form picked up A's settings"
+        assert form_values(b) == {**DEFAULTS, "Augmentation": TrainConfig.augment}, \
+            "B's form picked up A's settings"
         fill_form(b, set_number, drawn, "b")
 
         a.get_by_role("button", name="Start training").click()
