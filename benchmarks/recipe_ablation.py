@@ -1,7 +1,8 @@
 """What each recipe change does to one member's PrivateTest accuracy on real FER2013.
 
 Trains member 0 (seed 0) of ``seed_cnn`` once per recipe, each adding one change to the
-previous one, and records PublicTest/PrivateTest accuracy of the best-validation weights.
+previous one, and records PublicTest/PrivateTest accuracy of the best-validation weights (and
+PrivateTest recall per class, for recipes trained since it was added).
 Resumable: each recipe is a run directory under ``--work``; recipes already in the results
 file are skipped, and each result is merged into ``benchmarks/results/recipe_ablation.json``
 as it finishes. Takes hours on a CPU: run it in the background, one process per core if you
@@ -27,6 +28,7 @@ RECIPES = [  # (name, config changes on top of the previous recipe)
     ("+ shift/rotate/scale augmentation", dict(augment="standard")),
     ("+ cosine lr schedule", dict(schedule="cosine")),
     ("+ label smoothing 0.1", dict(label_smoothing=0.1)),
+    ("no label smoothing, + balanced class weights", dict(label_smoothing=0.0, class_weights="balanced")),
 ]
 
 
@@ -96,6 +98,8 @@ def main() -> None:
                           val_acc=best["val_acc"],
                           public_test=evaluate_run(run_dir, "public_test")["members"][0],
                           private_test=evaluate_run(run_dir, "private_test")["members"][0],
+                          private_test_recall={c["class"]: c["recall"] for c in
+                                               evaluate_run(run_dir, "private_test", curve=False)["per_class"]},
                           seconds_this_process=round(time.time() - t0, 1))
             _record(out, result)
             print(json.dumps(result), flush=True)

@@ -32,7 +32,7 @@ def _train(args: argparse.Namespace) -> int:
                           base_seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                           val_fraction=args.val_fraction, precision=args.precision,
                           augment=args.augment, schedule=args.schedule,
-                          label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
+                          label_smoothing=args.label_smoothing, class_weights=args.class_weights, weight_decay=args.weight_decay,
                           exclude_flagged=args.exclude_flagged,
                           **dataset_fields(ds))
         create_run(cfg, run_dir)
@@ -129,7 +129,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a user error, with its message)."""
-    from fer.training import AUGMENTS, PRECISIONS, SCHEDULES, TrainConfig as D  # defaults: one source
+    from fer.training import AUGMENTS, CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig as D  # defaults: one source
 
     p = argparse.ArgumentParser(prog="python -m fer", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="standard: flip + shift/rotate/scale (the default: best in the recipe ablation)")
     t.add_argument("--schedule", default=D.schedule, choices=SCHEDULES)
     t.add_argument("--label-smoothing", type=float, default=D.label_smoothing)
+    t.add_argument("--class-weights", default=D.class_weights, choices=CLASS_WEIGHTS,
+                   help="balanced: weigh each class's faces by N / (7 n_c) in the loss (Disgust ~9x)")
     t.add_argument("--exclude-flagged", action="store_true",
                    help="leave out train faces the audit flags (blank, conflicting duplicates, test copies)")
     t.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")

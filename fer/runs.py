@@ -272,8 +272,12 @@ def merge_members(src_dir: Path, dst_dir: Path) -> list[int]:
     """
     from fer.weights import load_tensors, save_tensors
 
+    from fer.training import TrainConfig  # here: fer.training imports this module
+
     src, dst = Run(Path(src_dir)), Run(Path(dst_dir))
-    cs, cd = src.config(), dst.config()
+    # Through TrainConfig, so a key a newer version added (at its default) is no difference.
+    cs, cd = (TrainConfig.from_dict(r.config(), where=str(r.path / "config.json")).to_dict()
+              for r in (src, dst))
     for key in sorted((set(cs) | set(cd)) - _MERGE_FREE_KEYS):
         a, b = cs.get(key, ""), cd.get(key, "")
         if a != b:

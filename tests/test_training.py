@@ -220,8 +220,15 @@ def test_merge_refuses_other_recipes_existing_members_and_foreign_seeds(tmp_path
         merge_members(other.path, dst.path)
     again = make_run(tmp_path, tiny_csv, "again", members=1, base_seed=1)
     assert rt(again.path, progress=False)["state"] == "done"
+    # A config written before a key existed (here class_weights) means that key's default.
+    old = json.loads((again.path / "config.json").read_text())
+    del old["class_weights"]
+    (again.path / "config.json").write_text(json.dumps(old))
     # Training is deterministic: the same seed again is the same member, so merging is a no-op...
     assert merge_members(again.path, dst.path) == []
+    weighted = make_run(tmp_path, tiny_csv, "weighted", members=1, base_seed=1, class_weights="balanced")
+    with pytest.raises(RunDirError, match="config 'class_weights' differs"):
+        merge_members(weighted.path, dst.path)
     # ...but a member that differs (another machine's arithmetic) never overwrites the one there.
     z = again.predictions("public_test")
     z["probs"] = np.roll(z["probs"], 1, axis=-1)
@@ -233,3 +240,33 @@ def test_merge_refuses_other_recipes_existing_members_and_foreign_seeds(tmp_path
     with pytest.raises(RunDirError, match="seed 5.*seeds 0..1"):
         merge_members(far.path, dst.path)
     assert dst.finished_members() == [0, 1]
+
+
+def test_balanced_class_weights_by_hand():
+    from fer.training import class_weights
+
+    labels = np.array([0, 0, 0, 3, 3, 1])  # 6 faces: 3 angry, 1 disgust, 2 happy, no others
+    w = class_weights(labels, "balanced")
+    # w_c = N / (7 n_c): 6/21, 6/7, 6/14; classes without faces weigh 0.
+    np.testing.assert_allclose(w.numpy(), [6 / 21, 6 / 7, 0, 6 / 14, 0, 0, 0], rtol=1e-6)
+    assert w.dtype == torch.float32
+    # Each present class weighs the same in total: n_c * w_c = N / 7.
+    np.testing.assert_allclose((np.bincount(labels, minlength=7) * w.numpy())[[0, 1, 3]], 6 / 7, rtol=1e-6)
+    assert class_weights(labels, "none") is None
+    with pytest.raises(ConfigError, match="class_weights is 'inverse'"):
+        class_weights(labels, "inverse")
+    with pytest.raises(ConfigError, match="'class_weights' is 'sqrt'"):
+        TrainConfig(class_weights="sqrt")
+
+
+def test_class_weights_change_what_a_member_learns(tmp_path, tiny_csv):
+    from fer.weights import load_tensors
+
+    plain = make_run(tmp_path, tiny_csv, "plain", members=1)
+    weighted = make_run(tmp_path, tiny_csv, "weighted", members=1, class_weights="balanced")
+    for r in (plain, weighted):
+        assert run_training(r.path, progress=False)["state"] == "done"
+    assert weighted.config()["class_weights"] == "balanced"
+    a, b = (load_tensors(r.weights_path(0))[0] for r in (plain, weighted))
+    # Same seed, same batches: the loss's weights are the only difference.
+    assert (a["features.0.0.weight"] - b["features.0.0.weight"]).abs().max() > 1e-4
