@@ -327,7 +327,11 @@ def config_line(cfg: dict) -> str:
     return (f"**{cfg['model']}** · {cfg['members']} member(s) × {cfg['epochs']} epoch(s) · "
             f"data: {data} · batch {cfg['batch_size']} · lr {cfg['lr']:g} · "
             f"validation {cfg['val_fraction']:.0%} · base seed {cfg['base_seed']} · "
-            f"augment {cfg['augment']} · precision {cfg['precision']}")
+            f"augment {cfg['augment']} · {cfg.get('schedule', 'constant')} lr"
+            + (f" · label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "")
+            + (f" · {cfg['class_weights']} class weights" if cfg.get("class_weights", "none") != "none" else "")
+            + (" · flagged faces left out" if cfg.get("exclude_flagged") else "")
+            + f" · precision {cfg['precision']}")
 
 
 LOW_DISK_BYTES = 100 * 2**20

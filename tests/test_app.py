@@ -90,6 +90,19 @@ def test_train_page_shows_its_form():
     assert at.button(key="start").label == "Start training"
 
 
+def test_the_config_line_names_every_recipe_choice_that_is_not_off():
+    cfg = TrainConfig(members=2, epochs=3, dataset_synthetic=True).to_dict()
+    assert ui.config_line(cfg) == (
+        "**seed_cnn** · 2 member(s) × 3 epoch(s) · data: synthetic faces · batch 128 · lr 0.001 · "
+        "validation 10% · base seed 0 · augment standard · cosine lr · precision auto")
+    cfg |= dict(label_smoothing=0.1, class_weights="balanced", exclude_flagged=True, schedule="constant")
+    assert ui.config_line(cfg).endswith(
+        "augment standard · constant lr · label smoothing 0.1 · balanced class weights · "
+        "flagged faces left out · precision auto")
+    del cfg["class_weights"]  # a run written before the key existed
+    assert "class weights" not in ui.config_line(cfg)
+
+
 def test_a_missing_dataset_file_is_an_error_not_a_crash(tmp_path):
     at = app().run()
     at.sidebar.text_input(key="data_source").input(str(tmp_path / "fer2013.csv")).run()
