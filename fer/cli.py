@@ -32,7 +32,8 @@ def _train(args: argparse.Namespace) -> int:
                           base_seed=args.seed, batch_size=args.batch_size, lr=args.lr,
                           val_fraction=args.val_fraction, precision=args.precision,
                           augment=args.augment, schedule=args.schedule,
-                          label_smoothing=args.label_smoothing, class_weights=args.class_weights, weight_decay=args.weight_decay,
+                          label_smoothing=args.label_smoothing, class_weights=args.class_weights,
+                          weight_decay=args.weight_decay,
                           exclude_flagged=args.exclude_flagged,
                           **dataset_fields(ds))
         create_run(cfg, run_dir)

@@ -48,13 +48,15 @@ class TrainConfig:
 
     ferplus, when set, is a FER+ ``fer2013new.csv`` whose majority-vote labels replace
     FER2013's (see :mod:`fer.data.ferplus`); lr is Adam's learning rate; val_fraction the
-    share of the train split each member holds out
-    (its own, seeded); precision ``auto`` = bf16 autocast + channels_last on CPU/AMP on CUDA
-    when available, ``fp32`` = plain float32; augment ``flip`` = random horizontal flip,
-    ``standard`` = flip + shift ±4 px + rotation ±10° + scale 0.9–1.1 (on whole batches);
-    schedule ``cosine`` decays lr to 0 over all epochs; class_weights ``balanced`` weighs each
-    class's faces in the loss by N / (7 · n_c) (:func:`class_weights`); exclude_flagged leaves out the train rows :func:`fer.data.audit.training_exclusions` flags
-    (blank images, conflicting-label duplicates, copies of test faces, repeated copies).
+    share of the train split each member holds out (its own, seeded); precision ``auto`` =
+    bf16 autocast + channels_last on CPU/AMP on CUDA when available, ``fp32`` = plain float32;
+    augment ``flip`` = random horizontal flip, ``standard`` = flip + shift ±4 px + rotation
+    ±10° + scale 0.9–1.1 (on whole batches); schedule ``cosine`` decays lr to 0 over all
+    epochs; class_weights ``balanced`` weighs each class's faces in the loss by N / (7 · n_c)
+    (:func:`class_weights`); exclude_flagged leaves out the train rows
+    :func:`fer.data.audit.training_exclusions` flags (blank images, conflicting-label
+    duplicates, copies of test faces, repeated copies). The defaults (standard augmentation,
+    cosine, no label smoothing) are the recipe ablation's best (README).
     """
 
     data: str = "synthetic"
@@ -240,9 +242,9 @@ def train_member(cfg: TrainConfig, ds: FaceDataset, member: int, state: MemberSt
                  ) -> Iterator[dict]:
     """Train member ``member`` of ``cfg`` on ``ds``'s train split, yielding one dict per epoch.
 
-    Each dict: member, seed, epoch (1-based), train_loss (mean cross-entropy, nats; class-weighted when the config says so), train_acc,
-    val_loss, val_acc (on the member's own validation faces), lr, seconds (wall time of the
-    epoch), images_per_s (training images per second), best (bool: new best val_acc).
+    Each dict: member, seed, epoch (1-based), train_loss (mean cross-entropy, nats; weighted
+    by class when ``cfg.class_weights`` is ``balanced``), train_acc, val_loss, val_acc (on the
+    member's own validation faces), lr, seconds (wall time of the epoch), images_per_s (training images per second), best (bool: new best val_acc).
     ``save_best`` is called when val_acc improves; ``save_state`` after every epoch and on stop.
     When ``should_stop()`` turns true the current batch finishes, the state is saved and the
     generator returns without finishing the epoch (resume by passing the saved state back).
