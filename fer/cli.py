@@ -130,27 +130,34 @@ def _audit(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a user error, with its message)."""
+    from fer.models import list_models
     from fer.training import AUGMENTS, CLASS_WEIGHTS, PRECISIONS, SCHEDULES, TrainConfig as D  # defaults: one source
 
     p = argparse.ArgumentParser(prog="python -m fer", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train a seeded ensemble into a run directory")
+    t = sub.add_parser("train", help="train a seeded ensemble into a run directory",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     t.add_argument("--data", default="synthetic", help="path to fer2013.csv[.gz|.zip] or 'synthetic'")
     t.add_argument("--ferplus", default="", help="FER+ fer2013new.csv: train on its majority-vote labels")
-    t.add_argument("--members", type=int, default=D.members)
-    t.add_argument("--epochs", type=int, default=D.epochs)
+    t.add_argument("--members", type=int, default=D.members, help="how many members (seeds) to train")
+    t.add_argument("--epochs", type=int, default=D.epochs,
+                   help="passes over each member's training faces; the best-validation epoch is kept")
     t.add_argument("--seed", type=int, default=D.base_seed, help="base seed; member k uses seed+k")
-    t.add_argument("--run-dir", required=True)
-    t.add_argument("--model", default=D.model)
-    t.add_argument("--val-fraction", type=float, default=D.val_fraction)
-    t.add_argument("--batch-size", type=int, default=D.batch_size)
-    t.add_argument("--lr", type=float, default=D.lr)
-    t.add_argument("--weight-decay", type=float, default=D.weight_decay)
-    t.add_argument("--precision", default=D.precision, choices=PRECISIONS)
+    t.add_argument("--run-dir", required=True, help="the run folder to create (or continue with --resume)")
+    t.add_argument("--model", default=D.model, choices=list_models(), help="the network")
+    t.add_argument("--val-fraction", type=float, default=D.val_fraction,
+                   help="share of the Training faces each member holds out")
+    t.add_argument("--batch-size", type=int, default=D.batch_size, help="faces per gradient step")
+    t.add_argument("--lr", type=float, default=D.lr, help="Adam's learning rate")
+    t.add_argument("--weight-decay", type=float, default=D.weight_decay, help="Adam's L2 penalty")
+    t.add_argument("--precision", default=D.precision, choices=PRECISIONS,
+                   help="auto: bf16 autocast + channels_last on CPU, AMP on CUDA")
     t.add_argument("--augment", default=D.augment, choices=AUGMENTS,
-                   help="standard: flip + shift/rotate/scale (the default: best in the recipe ablation)")
-    t.add_argument("--schedule", default=D.schedule, choices=SCHEDULES)
-    t.add_argument("--label-smoothing", type=float, default=D.label_smoothing)
+                   help="standard: flip + shift/rotate/scale (best in the README's recipe ablation)")
+    t.add_argument("--schedule", default=D.schedule, choices=SCHEDULES,
+                   help="learning rate: constant, or cosine decay to 0 over all epochs")
+    t.add_argument("--label-smoothing", type=float, default=D.label_smoothing,
+                   help="share of each target spread over the other classes")
     t.add_argument("--class-weights", default=D.class_weights, choices=CLASS_WEIGHTS,
                    help="balanced: weigh each class's faces by N / (7 n_c) in the loss (Disgust ~9x)")
     t.add_argument("--exclude-flagged", action="store_true",
