@@ -62,7 +62,10 @@ def _member_list(text: str | None) -> list[int] | None:
 def _evaluate(args: argparse.Namespace) -> int:
     from fer.evaluation import evaluate_run
 
-    report = evaluate_run(Path(args.run_dir), args.split, data=args.data, recompute=args.recompute,
+    # A dataset given means: compute the predictions from the weights on it (and compare them
+    # with the stored ones), never silently ignore it.
+    recompute = args.recompute or args.data is not None
+    report = evaluate_run(Path(args.run_dir), args.split, data=args.data, recompute=recompute,
                           max_subsets=args.subsets, members=_member_list(args.members))
     if args.json:
         print(json.dumps(report))
@@ -168,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     t.set_defaults(func=_train)
     e = sub.add_parser("evaluate", help="member and ensemble accuracy of a run on a split")
     e.add_argument("--run-dir", required=True)
-    e.add_argument("--data", default=None, help="dataset to recompute predictions from the weights")
+    e.add_argument("--data", default=None,
+                   help="recompute the predictions from the weights on this dataset and compare them "
+                        "with the stored ones (without it: the stored predictions)")
     e.add_argument("--split", default="private_test",
                    choices=["train", "validation", "public_test", "private_test"])
-    e.add_argument("--recompute", action="store_true", help="recompute predictions from weights (needs --data)")
+    e.add_argument("--recompute", action="store_true", help="kept for old scripts: --data alone recomputes")
     e.add_argument("--subsets", type=int, default=200,
                    help="size curve: ensembles scored per size k (all when fewer exist)")
     e.add_argument("--members", default=None,

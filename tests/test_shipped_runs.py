@@ -84,9 +84,26 @@ def test_synthetic_demo_is_complete_and_its_predictions_recompute():
     assert stored["majority"] == pytest.approx(0.788, abs=0.001)
 
 
+def test_evaluate_with_a_dataset_recomputes_from_the_weights(capsys):
+    """``evaluate --data`` (no --recompute) computes from the weights and compares; without
+    --data it reads the stored predictions."""
+    import json
+
+    from fer.cli import main as cli
+
+    base = ["evaluate", "--run-dir", str(DEMO), "--split", "private_test", "--members", "0-1", "--json"]
+    assert cli(base + ["--data", "synthetic"]) == 0
+    recomputed = json.loads(capsys.readouterr().out)
+    assert recomputed["stored_max_abs_diff"] < 2e-2 and recomputed["stored_argmax_agreement"] > 0.99
+    assert cli(base) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert "stored_max_abs_diff" not in stored
+    assert recomputed["member_ids"] == stored["member_ids"] == [0, 1]
+
+
 def test_real_run_predictions_recompute_from_the_shipped_weights(real_csv):
     """Two members (first and last finished) keep the test short; the CLI recomputes them all:
-    ``python -m fer evaluate --run-dir checkpoints/fer2013-seed-cnn-15 --data … --recompute``."""
+    ``python -m fer evaluate --run-dir checkpoints/fer2013-seed-cnn-15 --data … --json``."""
     ids = Run(FER15).finished_members()
     two = sorted({ids[0], ids[-1]})
     report = evaluate_run(FER15, "private_test", data=str(real_csv), recompute=True, curve=False, members=two)
