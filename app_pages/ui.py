@@ -32,6 +32,7 @@ from fer.evaluation import evaluate_run
 from fer.labels import SPLIT_TITLES
 from fer.models import create_model, summarize
 from fer.runs import Run, atomic_write_bytes, list_runs, user_runs_root
+from fer.training import TrainConfig
 
 DATA_KEY = "data_source"      # session-state key of the sidebar's dataset field
 FERPLUS_KEY = "ferplus_source"  # session-state key of the sidebar's optional FER+ votes field
@@ -323,11 +324,15 @@ def evaluation(run: Run, split: str) -> dict | None:
 # ---------------------------------------------------------------- run tables
 def config_line(cfg: dict) -> str:
     """One readable line of what a run trains: model, members, epochs, data and settings."""
+    try:  # a key an older version did not write means its default, as when the run trains
+        cfg = TrainConfig.from_dict(cfg).to_dict()
+    except FerError:
+        pass  # the page reports a broken config elsewhere; show what is there
     data = "synthetic faces" if cfg.get("dataset_synthetic") else cfg.get("dataset_id") or cfg["data"]
     return (f"**{cfg['model']}** · {cfg['members']} member(s) × {cfg['epochs']} epoch(s) · "
             f"data: {data} · batch {cfg['batch_size']} · lr {cfg['lr']:g} · "
             f"validation {cfg['val_fraction']:.0%} · base seed {cfg['base_seed']} · "
-            f"augment {cfg['augment']} · {cfg.get('schedule', 'constant')} lr"
+            f"augment {cfg['augment']} · {cfg.get('schedule', '?')} lr"
             + (f" · label smoothing {cfg['label_smoothing']:g}" if cfg.get("label_smoothing") else "")
             + (f" · {cfg['class_weights']} class weights" if cfg.get("class_weights", "none") != "none" else "")
             + (" · flagged faces left out" if cfg.get("exclude_flagged") else "")

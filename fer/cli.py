@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a seeded ensemble into a run directory",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--data", default="synthetic", help="path to fer2013.csv[.gz|.zip] or 'synthetic'")
-    t.add_argument("--ferplus", default="", help="FER+ fer2013new.csv: train on its majority-vote labels")
+    t.add_argument("--data", default=D.data, help="path to fer2013.csv[.gz|.zip] or 'synthetic'")
+    t.add_argument("--ferplus", default=D.ferplus, help="FER+ fer2013new.csv: train on its majority-vote labels")
     t.add_argument("--members", type=int, default=D.members, help="how many members (seeds) to train")
     t.add_argument("--epochs", type=int, default=D.epochs,
                    help="passes over each member's training faces; the best-validation epoch is kept")

@@ -45,6 +45,12 @@ def split_predictions(run: Run, split: str, data: str | None = None, recompute: 
         probs = np.stack([predict_proba(load_model(run.weights_path(m), cfg.model), ds.images[rows])
                           for m in members])
         pred = dict(probs=probs, members=np.array(members), labels=ds.labels[rows], indices=rows)
+        if base == "train":  # each member's own held-out faces, exactly as the worker stores them
+            from fer.training import member_rows
+
+            splits = [member_rows(ds, cfg, m) for m in members]
+            pred["validation"] = np.stack([np.isin(rows, va) for _, va in splits])
+            pred["trained"] = np.stack([np.isin(rows, tr) for tr, _ in splits])
         stored = run.predictions(base) if run.predictions_file(base) else None
         if stored is not None and set(members) <= set(stored["members"].tolist()):
             keep = [stored["members"].tolist().index(m) for m in members]

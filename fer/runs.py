@@ -266,7 +266,8 @@ def merge_members(src_dir: Path, dst_dir: Path) -> list[int]:
 
     A member merged before (identical stored predictions) is skipped, so merging again after the
     source has finished more members adds just those.
-    Raises RunDirError when the configs differ in anything but seed/members (naming the key),
+    Raises ConfigError when a config.json is not a valid config, RunDirError when the configs
+    differ in anything but seed/members (naming the key),
     a seed falls outside ``dst``'s members, ``dst`` already has a different member with that
     seed, or ``dst``'s worker is training it right now.
     """
@@ -279,7 +280,7 @@ def merge_members(src_dir: Path, dst_dir: Path) -> list[int]:
     cs, cd = (TrainConfig.from_dict(r.config(), where=str(r.path / "config.json")).to_dict()
               for r in (src, dst))
     for key in sorted((set(cs) | set(cd)) - _MERGE_FREE_KEYS):
-        a, b = cs.get(key, ""), cd.get(key, "")
+        a, b = cs[key], cd[key]
         if a != b:
             raise RunDirError(f"cannot merge {src.path} into {dst.path}: config {key!r} differs "
                               f"({a!r} vs {b!r}); members of one ensemble share everything but the seed")

@@ -172,7 +172,8 @@ def class_weights(labels: np.ndarray | torch.Tensor, mode: str) -> torch.Tensor 
 
     ``labels``: int (N,) class ids 0..6. ``none`` → None (every face counts the same);
     ``balanced`` → float32 (7,) with w_c = N / (7 · n_c), so each class weighs as much in total
-    as it would in a balanced set (scikit-learn's ``compute_class_weight("balanced")``); on
+    as it would in a balanced set (scikit-learn's ``compute_class_weight("balanced")`` when all
+    7 classes are present); on
     FER2013 Training that is ≈ 9.4 for Disgust (436 faces) and ≈ 0.57 for Happy. A class with no
     faces gets weight 0 (it is never a target). Raises ConfigError for another ``mode``.
     """
@@ -209,11 +210,14 @@ def predict_proba(model: nn.Module, images_u8: np.ndarray | torch.Tensor, batch_
     return (torch.cat(out) if out else torch.zeros(0, NUM_CLASSES)).numpy()
 
 
-def _evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def _evaluate(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor,
+              weight: torch.Tensor | None = None) -> tuple[float, float]:
+    """(cross-entropy weighted by ``weight`` like the training loss, accuracy) on faces x_u8."""
     probs = torch.from_numpy(predict_proba(model, x_u8))
     if len(y) == 0:
         return float("nan"), float("nan")
-    loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), y).item()
+    loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), y,
+                      weight=None if weight is None else weight.cpu()).item()
     return loss, (probs.argmax(1) == y).float().mean().item()
 
 
@@ -242,9 +246,10 @@ def train_member(cfg: TrainConfig, ds: FaceDataset, member: int, state: MemberSt
                  ) -> Iterator[dict]:
     """Train member ``member`` of ``cfg`` on ``ds``'s train split, yielding one dict per epoch.
 
-    Each dict: member, seed, epoch (1-based), train_loss (mean cross-entropy, nats; weighted
-    by class when ``cfg.class_weights`` is ``balanced``), train_acc, val_loss, val_acc (on the
-    member's own validation faces), lr, seconds (wall time of the epoch), images_per_s (training images per second), best (bool: new best val_acc).
+    Each dict: member, seed, epoch (1-based), train_loss (mean cross-entropy, nats; both losses
+    weighted by class when ``cfg.class_weights`` is ``balanced``), train_acc, val_loss, val_acc
+    (on the member's own validation faces), lr, seconds (wall time of the epoch), images_per_s
+    (training images per second), best (bool: new best val_acc).
     ``save_best`` is called when val_acc improves; ``save_state`` after every epoch and on stop.
     When ``should_stop()`` turns true the current batch finishes, the state is saved and the
     generator returns without finishing the epoch (resume by passing the saved state back).
@@ -303,7 +308,7 @@ def train_member(cfg: TrainConfig, ds: FaceDataset, member: int, state: MemberSt
                     save_state(model, optimizer, state)
                 return
         state.seconds += time.perf_counter() - t0
-        val_loss, val_acc = _evaluate(model, x_va, y_va)
+        val_loss, val_acc = _evaluate(model, x_va, y_va, weight)
         rec = dict(member=member, seed=seed, epoch=e + 1,
                    train_loss=state.loss_sum / max(1, state.seen), train_acc=state.correct / max(1, state.seen),
                    val_loss=val_loss, val_acc=val_acc, lr=lr_at(cfg, e, n_batches - 1, n_batches),

@@ -168,6 +168,19 @@ def test_validation_masks_match_the_member_split_and_exclusions(tmp_path, tiny_c
     finally:
         audit.training_exclusions = orig
     assert len(t) + len(v) == 398 and not set(flagged) & (set(t) | set(v))
+    # Recomputed from the weights (evaluate --data), the held-out faces are the member's own
+    # even with exclusions, not a split of all Training rows.
+    from fer.evaluation import split_predictions
+
+    (run.path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    audit.training_exclusions = lambda d, *a, **k: flagged
+    try:
+        again = split_predictions(run, "validation", tiny_csv, recompute=True)
+    finally:
+        audit.training_exclusions = orig
+    held_out = ~np.isnan(again["probs"][:, :, 0])
+    assert again["indices"][held_out[0]].tolist() == v.tolist()
+    assert not held_out[:, flagged].any() and not again["trained"][:, flagged].any()
 
 
 def test_members_trained_apart_and_merged_equal_one_run(tmp_path, tiny_csv, capsys):
