@@ -46,11 +46,11 @@ def split_predictions(run: Run, split: str, data: str | None = None, recompute: 
                           for m in members])
         pred = dict(probs=probs, members=np.array(members), labels=ds.labels[rows], indices=rows)
         if base == "train":  # each member's own held-out faces, exactly as the worker stores them
-            from fer.training import member_rows
+            from fer.training import member_masks
 
-            splits = [member_rows(ds, cfg, m) for m in members]
-            pred["validation"] = np.stack([np.isin(rows, va) for _, va in splits])
-            pred["trained"] = np.stack([np.isin(rows, tr) for tr, _ in splits])
+            masks = [member_masks(ds, cfg, m, rows) for m in members]
+            pred["validation"] = np.stack([m["validation"] for m in masks])
+            pred["trained"] = np.stack([m["trained"] for m in masks])
         stored = run.predictions(base) if run.predictions_file(base) else None
         if stored is not None and set(members) <= set(stored["members"].tolist()):
             keep = [stored["members"].tolist().index(m) for m in members]

@@ -173,9 +173,9 @@ def class_weights(labels: np.ndarray | torch.Tensor, mode: str) -> torch.Tensor 
     ``labels``: int (N,) class ids 0..6. ``none`` → None (every face counts the same);
     ``balanced`` → float32 (7,) with w_c = N / (7 · n_c), so each class weighs as much in total
     as it would in a balanced set (scikit-learn's ``compute_class_weight("balanced")`` when all
-    7 classes are present); on
-    FER2013 Training that is ≈ 9.4 for Disgust (436 faces) and ≈ 0.57 for Happy. A class with no
-    faces gets weight 0 (it is never a target). Raises ConfigError for another ``mode``.
+    7 classes are present); on FER2013 Training that is ≈ 9.4 for Disgust (436 faces) and ≈ 0.57
+    for Happy. A class with no faces gets weight 0 (it is never a target). Raises ConfigError for
+    another ``mode``.
     """
     if mode == "none":
         return None
@@ -449,12 +449,16 @@ def store_member_predictions(run: Run, ds: FaceDataset, member: int, model: nn.M
         if len(rows) == 0:
             continue
         probs = predict_proba(model, ds.images[rows])
-        masks = {}
-        if split == "train" and cfg is not None:
-            tr, va = member_rows(ds, cfg, member)
-            masks = {"validation": np.isin(rows, va), "trained": np.isin(rows, tr)}
+        masks = member_masks(ds, cfg, member, rows) if split == "train" and cfg is not None else {}
         add_member_predictions(run, split, member, {"probs": probs, **masks},
                                ds.labels[rows], rows)
+
+
+def member_masks(ds: FaceDataset, cfg: TrainConfig, member: int, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """bool (len(rows),) masks ``validation`` and ``trained``: which of the dataset rows ``rows``
+    member ``member`` held out and trained on (both False for a row the run excluded)."""
+    tr, va = member_rows(ds, cfg, member)
+    return {"validation": np.isin(rows, va), "trained": np.isin(rows, tr)}
 
 
 def member_rows(ds: FaceDataset, cfg: TrainConfig, member: int) -> tuple[np.ndarray, np.ndarray]:
